@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install the system packages crust's build and tests need (Debian 12, as root).
+# Safe to run any number of times: apt is not touched when everything is present.
+set -euo pipefail
+
+packages=(
+  protobuf-compiler            # protoc, for the crates' build scripts
+  libseccomp-dev pkg-config    # seccomp filters in crust-shim
+  docker-registry              # local OCI registry for pull tests (hack/registry.sh)
+  containernetworking-plugins  # CNI plugins (bridge, host-local, loopback, portmap)
+  busybox-static               # the test images' userland (hack/build-test-images.py)
+  iptables iproute2            # CNI portmap/bridge, netns inspection in tests
+  zstd                         # zstd layers in the test images
+  apache2-utils                # htpasswd, for the auth registry
+  curl jq python3 util-linux   # scripts: HTTP probes, JSON, image builder, nsenter/unshare
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps.sh: must run as root" >&2
+  exit 1
+fi
+
+# A package counts as present only when dpkg says "install ok installed".
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ $status == "install ok installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps.sh: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# The docker-registry package ships a service on :5000. Without systemd it
+# does not start; if it does, it is harmless: our registries use 5098/5099.
+apt-get install -y --no-install-recommends "${missing[@]}"
