@@ -1,0 +1,134 @@
+//! The typed records. Every field added later must be `#[serde(default)]`
+//! so older records still decode; see the crate docs on migrations.
+
+use std::collections::BTreeMap;
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+use crate::Record;
+
+/// A pulled image, keyed by its ID (the config digest, as containerd does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageRecord {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Compressed size of config and layers, as `crictl images` shows.
+    pub size: u64,
+    pub pinned: bool,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRecord>,
+    /// Unix time in nanoseconds.
+    pub created_at: i64,
+}
+
+/// The parts of an OCI image config a container needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageConfig {
+    pub user: String,
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    pub volumes: Vec<String>,
+    pub stop_signal: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LayerRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub diff_id: String,
+    pub chain_id: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    #[default]
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub state: SandboxState,
+    pub created_at: i64,
+    pub runtime_handler: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The CRI PodSandboxConfig as JSON, kept for status and recovery.
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    #[default]
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    pub image_ref: String,
+    pub image_id: String,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub log_path: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The CRI ContainerConfig as JSON, kept for status and recovery.
+    pub config: serde_json::Value,
+}
+
+impl Record for ImageRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("images");
+    const NAME: &'static str = "image";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Record for SandboxRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("sandboxes");
+    const NAME: &'static str = "sandbox";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Record for ContainerRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("containers");
+    const NAME: &'static str = "container";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}

@@ -1,0 +1,169 @@
+use super::*;
+use redb::{Database, ReadableDatabase};
+
+fn image(id: &str, tag: &str) -> ImageRecord {
+    ImageRecord {
+        id: id.into(),
+        repo_tags: vec![tag.into()],
+        size: 42,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn new_database_gets_current_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(store.list::<ImageRecord>().unwrap().is_empty());
+    assert!(store.list::<SandboxRecord>().unwrap().is_empty());
+    assert!(store.list::<ContainerRecord>().unwrap().is_empty());
+}
+
+#[test]
+fn records_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put(&image("sha256:a", "x:1")).unwrap();
+        let sb = SandboxRecord {
+            id: "p1".into(),
+            name: "web".into(),
+            state: SandboxState::NotReady,
+            ..Default::default()
+        };
+        store.put(&sb).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get::<ImageRecord>("sha256:a").unwrap(),
+        Some(image("sha256:a", "x:1"))
+    );
+    let sb: SandboxRecord = store.get("p1").unwrap().unwrap();
+    assert_eq!(sb.state, SandboxState::NotReady);
+}
+
+#[test]
+fn put_replaces_and_delete_reports_existence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put(&image("sha256:a", "x:1")).unwrap();
+    store.put(&image("sha256:a", "x:2")).unwrap();
+    let all = store.list::<ImageRecord>().unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].repo_tags, vec!["x:2"]);
+    assert!(store.delete::<ImageRecord>("sha256:a").unwrap());
+    assert!(!store.delete::<ImageRecord>("sha256:a").unwrap());
+    assert_eq!(store.get::<ImageRecord>("sha256:a").unwrap(), None);
+}
+
+#[test]
+fn tables_are_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put(&image("same", "x:1")).unwrap();
+    assert_eq!(store.get::<ContainerRecord>("same").unwrap(), None);
+}
+
+#[test]
+fn failed_write_transaction_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put(&image("sha256:a", "x:1")).unwrap();
+    let result: Result<(), StoreError> = store.write(|tx| {
+        tx.put(&image("sha256:b", "y:1"))?;
+        tx.delete::<ImageRecord>("sha256:a")?;
+        Err(StoreError::InUse {
+            path: "simulated failure".into(),
+        })
+    });
+    assert!(result.is_err());
+    let ids: Vec<String> = store
+        .list::<ImageRecord>()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, vec!["sha256:a"]);
+}
+
+#[test]
+fn write_transaction_sees_its_own_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let n = store
+        .write(|tx| {
+            tx.put(&image("a", "x:1"))?;
+            tx.put(&image("b", "x:2"))?;
+            Ok(tx.list::<ImageRecord>()?.len())
+        })
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn newer_schema_is_refused_without_changing_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put(&image("sha256:a", "x:1")).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_KEY, SCHEMA_VERSION + 1)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(dir.path()).err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "{msg}"
+    );
+    assert!(msg.contains("newer crustd"), "{msg}");
+    // The refused database still holds its data and its version.
+    let raw = Database::create(dir.path().join(DB_FILE)).unwrap();
+    let tx = raw.begin_read().unwrap();
+    let version = tx.open_table(META).unwrap().get(SCHEMA_KEY).unwrap().unwrap().value();
+    assert_eq!(version, SCHEMA_VERSION + 1);
+    let images = tx.open_table(ImageRecord::TABLE).unwrap();
+    assert!(images.get("sha256:a").unwrap().is_some());
+}
+
+#[test]
+fn second_open_of_same_root_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).err().expect("must refuse");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("another crustd"), "{err}");
+}
+
+#[test]
+fn old_records_missing_new_fields_still_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tx = store.db.begin_write().unwrap();
+    tx.open_table(ImageRecord::TABLE)
+        .unwrap()
+        .insert("sha256:old", br#"{"id":"sha256:old","size":7}"#.as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    let img: ImageRecord = store.get("sha256:old").unwrap().unwrap();
+    assert_eq!(img.size, 7);
+    assert!(img.repo_tags.is_empty());
+}
+
+#[test]
+fn corrupt_record_is_reported_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tx = store.db.begin_write().unwrap();
+    tx.open_table(ContainerRecord::TABLE)
+        .unwrap()
+        .insert("c1", b"not json".as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    let err = store.get::<ContainerRecord>("c1").unwrap_err().to_string();
+    assert!(err.contains("container/c1"), "{err}");
+}
