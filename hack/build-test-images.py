@@ -319,6 +319,8 @@ class Registry:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             self.headers["Authorization"] = "Basic " + token
         self.uploaded = 0
+        # Talk to the registry directly, whatever *_proxy says.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def request(self, method, url, data=None, headers=None):
         if url.startswith("/"):
@@ -326,7 +328,7 @@ class Registry:
         req = urllib.request.Request(url, data=data, method=method,
                                      headers={**self.headers, **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with self.opener.open(req, timeout=60) as resp:
                 return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()

@@ -63,13 +63,13 @@ live_pid() {
   [[ -f $pidfile ]] || return 1
   pid=$(<"$pidfile")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "docker-registry serve $STATE/$1/config.yml" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "docker-registry serve $STATE/$1/config.yml" || return 1
   echo "$pid"
 }
 
 answers() {
   # shellcheck disable=SC2046
-  curl -fsS -o /dev/null --max-time 2 $(curl_auth "$1") "http://127.0.0.1:$(port_of "$1")/v2/" 2>/dev/null
+  curl -fsS -o /dev/null --max-time 2 --noproxy '*' $(curl_auth "$1") "http://127.0.0.1:$(port_of "$1")/v2/" 2>/dev/null
 }
 
 start_one() {
@@ -95,7 +95,7 @@ start_one() {
     sleep 0.2
   done
   echo "registry $name: did not come up on 127.0.0.1:$(port_of "$name"); log tail:" >&2
-  tail -n 20 "$dir/registry.log" >&2 || true
+  tail -n 10 "$dir/registry.log" >&2 || true
   return 1
 }
 

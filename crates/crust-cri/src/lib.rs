@@ -1,0 +1,77 @@
+//! The CRI v1 gRPC services crustd serves.
+//!
+//! [`Cri`] implements both RuntimeService and ImageService over the
+//! [`Runtime`] they share. Each capability lives in its own module and
+//! lands with its issue; until then its RPCs answer `Unimplemented` with
+//! the RPC's name, never a fake success.
+
+mod image_service;
+mod runtime_service;
+
+use std::sync::Arc;
+
+use crust_config::{CgroupDriver, Config};
+use crust_store::Store;
+use k8s_cri::v1 as cri;
+
+pub use k8s_cri::v1::image_service_server::ImageServiceServer;
+pub use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+/// The state every CRI call works on.
+pub struct Runtime {
+    pub config: Config,
+    pub cgroup_driver: CgroupDriver,
+    pub store: Store,
+}
+
+/// The gRPC face of crust: one value serves both CRI services.
+#[derive(Clone)]
+pub struct Cri {
+    runtime: Arc<Runtime>,
+}
+
+impl Cri {
+    pub fn new(runtime: Arc<Runtime>) -> Cri {
+        Cri { runtime }
+    }
+
+    pub fn runtime_service(&self) -> RuntimeServiceServer<Cri> {
+        RuntimeServiceServer::new(self.clone())
+    }
+
+    pub fn image_service(&self) -> ImageServiceServer<Cri> {
+        ImageServiceServer::new(self.clone())
+    }
+}
+
+type Rpc<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// The answer of an RPC whose capability has not landed yet.
+fn unimplemented<T>(rpc: &str) -> Rpc<T> {
+    Err(tonic::Status::unimplemented(format!(
+        "{rpc} is not implemented by crust yet"
+    )))
+}
+
+/// The CRI name of the runtime, reported by Version.
+pub const RUNTIME_NAME: &str = "crust";
+/// The CRI API version crust speaks.
+pub const RUNTIME_API_VERSION: &str = "v1";
+/// The kubelet runtime API version answered in Version.version.
+const KUBE_RUNTIME_API_VERSION: &str = "0.1.0";
+
+/// CRI condition types kubelet checks (see the CRI API's RuntimeCondition).
+const RUNTIME_READY: &str = "RuntimeReady";
+const NETWORK_READY: &str = "NetworkReady";
+
+fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
+    cri::RuntimeCondition {
+        r#type: kind.to_string(),
+        status: ready,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::Request;
+
+use super::*;
+
+fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
+    let store = Store::open(dir).unwrap();
+    Cri::new(Arc::new(Runtime {
+        config,
+        cgroup_driver: CgroupDriver::Cgroupfs,
+        store,
+    }))
+}
+
+fn test_config(root: &std::path::Path) -> Config {
+    Config {
+        root: root.to_path_buf(),
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn version_names_crust_and_v1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let v = cri
+        .version(Request::new(cri::VersionRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "crust");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn status_tells_network_is_not_ready_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let s = cri
+        .status(Request::new(cri::StatusRequest { verbose: false }))
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = s.status.unwrap().conditions;
+    let runtime = conditions.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    assert!(runtime.status);
+    let network = conditions.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(!network.status);
+    assert!(!network.reason.is_empty() && !network.message.is_empty());
+    assert!(s.info.is_empty(), "info only when verbose");
+    let names: Vec<_> = s.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, vec!["", "crust"]);
+}
+
+#[tokio::test]
+async fn runtime_not_ready_when_root_dir_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(&dir.path().join("gone")));
+    let s = cri
+        .status(Request::new(cri::StatusRequest { verbose: false }))
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = s.status.unwrap().conditions;
+    let runtime = conditions.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    assert!(!runtime.status);
+    assert!(runtime.message.contains("gone"), "{}", runtime.message);
+}
+
+#[tokio::test]
+async fn verbose_status_carries_effective_config_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let s = cri
+        .status(Request::new(cri::StatusRequest { verbose: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    let config: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
+    assert_eq!(config["root"], dir.path().display().to_string());
+    assert_eq!(s.info["cgroupDriver"], "\"cgroupfs\"");
+}
+
+#[tokio::test]
+async fn runtime_config_reports_cgroup_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let r = cri
+        .runtime_config(Request::new(cri::RuntimeConfigRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+}
+
+#[tokio::test]
+async fn unlanded_rpcs_say_unimplemented_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let err = cri
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("RunPodSandbox"));
+    let err = cri
+        .pull_image(Request::new(cri::PullImageRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("PullImage"));
+}

@@ -1,0 +1,136 @@
+//! crust's Prometheus metrics.
+//!
+//! [`Metrics`] owns the registry and every metric crust exports.
+//! [`GrpcObserveLayer`] wraps the gRPC server so each call is counted by
+//! method and gRPC code, timed, and run inside a tracing span that handlers
+//! fill with the pod, container or image they act on. [`serve`] answers
+//! `GET /metrics` in the Prometheus text format.
+
+mod grpc;
+mod http_server;
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+pub use grpc::GrpcObserveLayer;
+pub use http_server::serve;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcCodeLabels {
+    pub service: String,
+    pub method: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub service: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub grpc_requests: Family<RpcCodeLabels, Counter>,
+    pub grpc_duration: HistogramFamily<RpcLabels>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("crust");
+        let grpc_requests = Family::<RpcCodeLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "CRI gRPC requests handled, by service, method and gRPC status code",
+            grpc_requests.clone(),
+        );
+        let grpc_duration: HistogramFamily<RpcLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a CRI gRPC request, by service and method",
+            grpc_duration.clone(),
+        );
+        registry.register(
+            "build",
+            "crust build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+        );
+        Arc::new(Metrics {
+            registry,
+            grpc_requests,
+            grpc_duration,
+        })
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn record_rpc(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {
+        self.grpc_requests
+            .get_or_create(&RpcCodeLabels {
+                service: service.to_string(),
+                method: method.to_string(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&RpcLabels {
+                service: service.to_string(),
+                method: method.to_string(),
+            })
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_counts_by_code_and_latency() {
+        let m = Metrics::new();
+        m.record_rpc("RuntimeService", "Version", tonic::Code::Ok, 0.001);
+        m.record_rpc("RuntimeService", "Version", tonic::Code::Ok, 0.002);
+        m.record_rpc("ImageService", "PullImage", tonic::Code::NotFound, 0.5);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"crust_grpc_requests_total{service="RuntimeService",method="Version",code="Ok"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"crust_grpc_requests_total{service="ImageService",method="PullImage",code="NotFound"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"crust_grpc_request_duration_seconds_count{service="RuntimeService",method="Version"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("crust_build_info{version="), "{text}");
+    }
+}
