@@ -255,7 +255,9 @@ impl Config {
             return Err("cni.bin_dirs must name at least one directory".into());
         }
         if let Some(dir) = self.cni.bin_dirs.iter().find(|d| !d.is_absolute()) {
-            return Err(format!("cni.bin_dirs entries must be absolute, got {dir:?}"));
+            return Err(format!(
+                "cni.bin_dirs entries must be absolute, got {dir:?}"
+            ));
         }
         let r = &self.registries;
         if !(1..=64).contains(&r.max_concurrent_downloads) {
@@ -433,7 +435,9 @@ mod tests {
 
     #[test]
     fn unknown_top_level_key_is_rejected() {
-        let err = Config::from_yaml("sockett: /x\n", "t").unwrap_err().to_string();
+        let err = Config::from_yaml("sockett: /x\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sockett") && err.contains("line 1"), "{err}");
     }
 
@@ -450,7 +454,10 @@ mod tests {
         let err = Config::from_yaml("cgroup_driver: cgroupv3\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cgroupv3") && err.contains("cgroupfs"), "{err}");
+        assert!(
+            err.contains("cgroupv3") && err.contains("cgroupfs"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -510,9 +517,12 @@ mod tests {
 
     #[test]
     fn mirrors_must_be_urls() {
-        let err = Config::from_yaml("registries:\n  mirrors:\n    docker.io: [mirror:5000]\n", "t")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_yaml(
+            "registries:\n  mirrors:\n    docker.io: [mirror:5000]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("docker.io") && err.contains("http"), "{err}");
     }
 

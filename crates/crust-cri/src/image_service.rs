@@ -9,7 +9,10 @@ use crate::{Cri, Rpc, unimplemented};
 
 #[tonic::async_trait]
 impl ImageService for Cri {
-    async fn list_images(&self, _: Request<cri::ListImagesRequest>) -> Rpc<cri::ListImagesResponse> {
+    async fn list_images(
+        &self,
+        _: Request<cri::ListImagesRequest>,
+    ) -> Rpc<cri::ListImagesResponse> {
         unimplemented("ListImages")
     }
 

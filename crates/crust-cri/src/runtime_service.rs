@@ -9,8 +9,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Cri, KUBE_RUNTIME_API_VERSION, NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME,
-    RUNTIME_READY, Rpc, condition, unimplemented,
+    Cri, KUBE_RUNTIME_API_VERSION, NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY,
+    Rpc, condition, unimplemented,
 };
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
@@ -29,7 +29,9 @@ impl RuntimeService for Cri {
     }
 
     async fn status(&self, request: Request<cri::StatusRequest>) -> Rpc<cri::StatusResponse> {
-        Ok(Response::new(self.status_response(request.get_ref().verbose)))
+        Ok(Response::new(
+            self.status_response(request.get_ref().verbose),
+        ))
     }
 
     async fn runtime_config(
@@ -47,62 +49,98 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn get_container_events(
-        &self,
-        _: Request<cri::GetEventsRequest>,
-    ) -> Rpc<EventStream> {
+    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Rpc<EventStream> {
         unimplemented("GetContainerEvents")
     }
 
-    async fn run_pod_sandbox(&self, _: Request<cri::RunPodSandboxRequest>) -> Rpc<cri::RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        _: Request<cri::RunPodSandboxRequest>,
+    ) -> Rpc<cri::RunPodSandboxResponse> {
         unimplemented("RunPodSandbox")
     }
 
-    async fn stop_pod_sandbox(&self, _: Request<cri::StopPodSandboxRequest>) -> Rpc<cri::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        _: Request<cri::StopPodSandboxRequest>,
+    ) -> Rpc<cri::StopPodSandboxResponse> {
         unimplemented("StopPodSandbox")
     }
 
-    async fn remove_pod_sandbox(&self, _: Request<cri::RemovePodSandboxRequest>) -> Rpc<cri::RemovePodSandboxResponse> {
+    async fn remove_pod_sandbox(
+        &self,
+        _: Request<cri::RemovePodSandboxRequest>,
+    ) -> Rpc<cri::RemovePodSandboxResponse> {
         unimplemented("RemovePodSandbox")
     }
 
-    async fn pod_sandbox_status(&self, _: Request<cri::PodSandboxStatusRequest>) -> Rpc<cri::PodSandboxStatusResponse> {
+    async fn pod_sandbox_status(
+        &self,
+        _: Request<cri::PodSandboxStatusRequest>,
+    ) -> Rpc<cri::PodSandboxStatusResponse> {
         unimplemented("PodSandboxStatus")
     }
 
-    async fn list_pod_sandbox(&self, _: Request<cri::ListPodSandboxRequest>) -> Rpc<cri::ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        _: Request<cri::ListPodSandboxRequest>,
+    ) -> Rpc<cri::ListPodSandboxResponse> {
         unimplemented("ListPodSandbox")
     }
 
-    async fn create_container(&self, _: Request<cri::CreateContainerRequest>) -> Rpc<cri::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        _: Request<cri::CreateContainerRequest>,
+    ) -> Rpc<cri::CreateContainerResponse> {
         unimplemented("CreateContainer")
     }
 
-    async fn start_container(&self, _: Request<cri::StartContainerRequest>) -> Rpc<cri::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        _: Request<cri::StartContainerRequest>,
+    ) -> Rpc<cri::StartContainerResponse> {
         unimplemented("StartContainer")
     }
 
-    async fn stop_container(&self, _: Request<cri::StopContainerRequest>) -> Rpc<cri::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        _: Request<cri::StopContainerRequest>,
+    ) -> Rpc<cri::StopContainerResponse> {
         unimplemented("StopContainer")
     }
 
-    async fn remove_container(&self, _: Request<cri::RemoveContainerRequest>) -> Rpc<cri::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        _: Request<cri::RemoveContainerRequest>,
+    ) -> Rpc<cri::RemoveContainerResponse> {
         unimplemented("RemoveContainer")
     }
 
-    async fn list_containers(&self, _: Request<cri::ListContainersRequest>) -> Rpc<cri::ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        _: Request<cri::ListContainersRequest>,
+    ) -> Rpc<cri::ListContainersResponse> {
         unimplemented("ListContainers")
     }
 
-    async fn container_status(&self, _: Request<cri::ContainerStatusRequest>) -> Rpc<cri::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        _: Request<cri::ContainerStatusRequest>,
+    ) -> Rpc<cri::ContainerStatusResponse> {
         unimplemented("ContainerStatus")
     }
 
-    async fn update_container_resources(&self, _: Request<cri::UpdateContainerResourcesRequest>) -> Rpc<cri::UpdateContainerResourcesResponse> {
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Rpc<cri::UpdateContainerResourcesResponse> {
         unimplemented("UpdateContainerResources")
     }
 
-    async fn reopen_container_log(&self, _: Request<cri::ReopenContainerLogRequest>) -> Rpc<cri::ReopenContainerLogResponse> {
+    async fn reopen_container_log(
+        &self,
+        _: Request<cri::ReopenContainerLogRequest>,
+    ) -> Rpc<cri::ReopenContainerLogResponse> {
         unimplemented("ReopenContainerLog")
     }
 
@@ -118,39 +156,66 @@ impl RuntimeService for Cri {
         unimplemented("Attach")
     }
 
-    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Rpc<cri::PortForwardResponse> {
+    async fn port_forward(
+        &self,
+        _: Request<cri::PortForwardRequest>,
+    ) -> Rpc<cri::PortForwardResponse> {
         unimplemented("PortForward")
     }
 
-    async fn container_stats(&self, _: Request<cri::ContainerStatsRequest>) -> Rpc<cri::ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _: Request<cri::ContainerStatsRequest>,
+    ) -> Rpc<cri::ContainerStatsResponse> {
         unimplemented("ContainerStats")
     }
 
-    async fn list_container_stats(&self, _: Request<cri::ListContainerStatsRequest>) -> Rpc<cri::ListContainerStatsResponse> {
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> Rpc<cri::ListContainerStatsResponse> {
         unimplemented("ListContainerStats")
     }
 
-    async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Rpc<cri::PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<cri::PodSandboxStatsRequest>,
+    ) -> Rpc<cri::PodSandboxStatsResponse> {
         unimplemented("PodSandboxStats")
     }
 
-    async fn list_pod_sandbox_stats(&self, _: Request<cri::ListPodSandboxStatsRequest>) -> Rpc<cri::ListPodSandboxStatsResponse> {
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Rpc<cri::ListPodSandboxStatsResponse> {
         unimplemented("ListPodSandboxStats")
     }
 
-    async fn update_runtime_config(&self, _: Request<cri::UpdateRuntimeConfigRequest>) -> Rpc<cri::UpdateRuntimeConfigResponse> {
+    async fn update_runtime_config(
+        &self,
+        _: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Rpc<cri::UpdateRuntimeConfigResponse> {
         unimplemented("UpdateRuntimeConfig")
     }
 
-    async fn checkpoint_container(&self, _: Request<cri::CheckpointContainerRequest>) -> Rpc<cri::CheckpointContainerResponse> {
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> Rpc<cri::CheckpointContainerResponse> {
         unimplemented("CheckpointContainer")
     }
 
-    async fn list_metric_descriptors(&self, _: Request<cri::ListMetricDescriptorsRequest>) -> Rpc<cri::ListMetricDescriptorsResponse> {
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Rpc<cri::ListMetricDescriptorsResponse> {
         unimplemented("ListMetricDescriptors")
     }
 
-    async fn list_pod_sandbox_metrics(&self, _: Request<cri::ListPodSandboxMetricsRequest>) -> Rpc<cri::ListPodSandboxMetricsResponse> {
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
         unimplemented("ListPodSandboxMetrics")
     }
 }
@@ -176,9 +241,8 @@ impl Cri {
         );
         let mut info = std::collections::HashMap::new();
         if verbose {
-            let config = serde_json::to_string(&rt.config).unwrap_or_else(|e| {
-                serde_json::json!({ "error": e.to_string() }).to_string()
-            });
+            let config = serde_json::to_string(&rt.config)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
             info.insert("config".to_string(), config);
             info.insert(
                 "cgroupDriver".to_string(),

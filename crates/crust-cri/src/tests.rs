@@ -47,9 +47,15 @@ async fn status_tells_network_is_not_ready_and_why() {
         .unwrap()
         .into_inner();
     let conditions = s.status.unwrap().conditions;
-    let runtime = conditions.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    let runtime = conditions
+        .iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .unwrap();
     assert!(runtime.status);
-    let network = conditions.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    let network = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
     assert!(!network.status);
     assert!(!network.reason.is_empty() && !network.message.is_empty());
     assert!(s.info.is_empty(), "info only when verbose");
@@ -67,7 +73,10 @@ async fn runtime_not_ready_when_root_dir_is_gone() {
         .unwrap()
         .into_inner();
     let conditions = s.status.unwrap().conditions;
-    let runtime = conditions.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    let runtime = conditions
+        .iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .unwrap();
     assert!(!runtime.status);
     assert!(runtime.message.contains("gone"), "{}", runtime.message);
 }
@@ -95,7 +104,10 @@ async fn runtime_config_reports_cgroup_driver() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+    assert_eq!(
+        r.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,11 @@ use tokio::net::TcpListener;
 use crate::Metrics;
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -52,7 +56,9 @@ fn respond<B>(req: &http::Request<B>, metrics: &Metrics) -> http::Response<Full<
             .body(Full::new(Bytes::from(metrics.encode()))),
         _ => builder
             .status(http::StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"only /metrics is served here\n"))),
+            .body(Full::new(Bytes::from_static(
+                b"only /metrics is served here\n",
+            ))),
     };
     response.expect("static response parts are valid")
 }

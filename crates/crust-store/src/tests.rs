@@ -124,7 +124,13 @@ fn newer_schema_is_refused_without_changing_the_file() {
     // The refused database still holds its data and its version.
     let raw = Database::create(dir.path().join(DB_FILE)).unwrap();
     let tx = raw.begin_read().unwrap();
-    let version = tx.open_table(META).unwrap().get(SCHEMA_KEY).unwrap().unwrap().value();
+    let version = tx
+        .open_table(META)
+        .unwrap()
+        .get(SCHEMA_KEY)
+        .unwrap()
+        .unwrap()
+        .value();
     assert_eq!(version, SCHEMA_VERSION + 1);
     let images = tx.open_table(ImageRecord::TABLE).unwrap();
     assert!(images.get("sha256:a").unwrap().is_some());

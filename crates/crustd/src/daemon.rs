@@ -1,0 +1,139 @@
+//! The daemon's life: prepare dirs, open the store, serve, shut down.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use crust_config::Config;
+use crust_cri::{Cri, Runtime};
+use crust_metrics::{GrpcObserveLayer, Metrics};
+use crust_store::Store;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// kubelet's own limit for CRI messages (ExecSync output can be large).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    prepare_private_dir(&config.root, "root")?;
+    prepare_private_dir(&config.state, "state")?;
+    let store = Store::open(&config.root)?;
+    let cgroup_driver = config.effective_cgroup_driver();
+    let socket_path = config.socket.clone();
+    let listener = crate::socket::bind(&socket_path)?;
+    let metrics = Metrics::new();
+    let metrics_listener = match config.metrics.address.as_str() {
+        "" => None,
+        address => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?,
+        ),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wait_stop = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = %listener.local_addr()?, "serving metrics");
+        tokio::spawn(crust_metrics::serve(listener, metrics.clone(), wait_stop()));
+    }
+    tokio::spawn(async move {
+        let signal_name = wait_for_signal().await;
+        tracing::info!(signal = signal_name, "shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let runtime = Arc::new(Runtime {
+        config,
+        cgroup_driver,
+        store,
+    });
+    let cri = Cri::new(runtime.clone());
+    tracing::info!(
+        socket = %socket_path.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        cgroup_driver = ?cgroup_driver,
+        "crustd serving CRI v1"
+    );
+    let result = tonic::transport::Server::builder()
+        .layer(GrpcObserveLayer::new(metrics))
+        .add_service(
+            cri.runtime_service()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            cri.image_service()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_stop())
+        .await;
+    // Running pods are the shims' business: nothing here touches them.
+    if let Err(e) = std::fs::remove_file(&socket_path) {
+        tracing::warn!(error = %e, "cannot remove socket");
+    }
+    drop(cri);
+    // Every store write is its own committed transaction; dropping the last
+    // handle closes the file cleanly.
+    wait_for_last_handle(runtime).await;
+    result.context("CRI server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// In-flight handlers may still hold the runtime for a moment after the
+/// server stops; wait briefly so the store closes cleanly.
+async fn wait_for_last_handle(runtime: Arc<Runtime>) {
+    let mut runtime = runtime;
+    for _ in 0..50 {
+        match Arc::try_unwrap(runtime) {
+            Ok(rt) => {
+                drop(rt);
+                return;
+            }
+            Err(shared) => runtime = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("runtime still in use at shutdown");
+}
+
+async fn wait_for_signal() -> &'static str {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Creates `dir` (0700) or tightens it to 0700, then proves it is writable.
+fn prepare_private_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {what} dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set permissions on {what} dir {}", dir.display()))?;
+    tempfile::tempfile_in(dir)
+        .with_context(|| format!("{what} dir {} is not writable", dir.display()))?;
+    Ok(())
+}

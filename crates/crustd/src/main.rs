@@ -1,0 +1,101 @@
+//! crustd: the crust CRI daemon.
+
+mod daemon;
+mod logging;
+mod socket;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crust_config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_YAML, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "crustd",
+    version,
+    about = "crust: a Kubernetes CRI container runtime"
+)]
+struct Cli {
+    /// Config file (YAML). Without this flag /etc/crust/config.yaml is read
+    /// when it exists, and the built-in defaults are used when it does not.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format, overriding the config's log.format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Log level or tracing filter, overriding the config's log.level.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (what crustd does without a command).
+    Run,
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the full default configuration, with a comment per section.
+    Default,
+    /// Validate the configuration and print the effective values as YAML.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crustd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Config {
+        action: ConfigAction::Default,
+    }) = cli.command
+    {
+        print!("{DEFAULT_YAML}");
+        return Ok(());
+    }
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(DEFAULT_CONFIG_PATH.as_ref(), false)?,
+    };
+    if let Some(format) = &cli.log_format {
+        config.log.format = if format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    if let Some(level) = cli.log_level {
+        config.log.level = level;
+    }
+    config
+        .validate()
+        .map_err(|m| anyhow::anyhow!("invalid config: {m}"))?;
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Check,
+        }) => {
+            print!("{}", serde_yaml_ng::to_string(&config)?);
+            Ok(())
+        }
+        _ => {
+            logging::init(&config.log)?;
+            daemon::run(config)
+        }
+    }
+}

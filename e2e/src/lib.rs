@@ -1,0 +1,290 @@
+//! The e2e harness: start a real `crustd` with its own root, state, socket
+//! and config, hand tests a typed CRI client over the unix socket, print
+//! crustd's log when a test fails, and clean up after it even then.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1 as cri;
+
+/// The crustd binary under test: `CRUSTD_BIN`, or built once per test
+/// process with the same profile as the tests themselves.
+pub fn crustd_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CRUSTD_BIN") {
+            return PathBuf::from(bin);
+        }
+        // target/<profile>/deps/<test binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace)
+            .args(["build", "--quiet", "--bin", "crustd"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin crustd failed");
+        profile_dir.join("crustd")
+    })
+}
+
+/// Where a test's crustd lives; `extra_config` is appended to the config
+/// the harness writes (root, state, socket, metrics off).
+#[derive(Default)]
+pub struct CrustdOptions {
+    pub extra_config: String,
+    pub args: Vec<String>,
+}
+
+pub struct Crustd {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub log_path: PathBuf,
+    pub config_path: PathBuf,
+}
+
+/// The typed CRI clients, both over the same socket.
+pub struct CriClient {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub image: ImageServiceClient<Channel>,
+}
+
+impl Crustd {
+    pub async fn start() -> Crustd {
+        Crustd::start_with(CrustdOptions::default()).await
+    }
+
+    pub async fn start_with(options: CrustdOptions) -> Crustd {
+        let dir = tempfile::Builder::new()
+            .prefix("crust-e2e-")
+            .tempdir_in("/var/tmp")
+            .expect("temp dir");
+        let socket = dir.path().join("state/crust.sock");
+        let config_path = dir.path().join("config.yaml");
+        let config = format!(
+            "root: {root}\nstate: {state}\nsocket: {socket}\n{extra}",
+            root = dir.path().join("root").display(),
+            state = dir.path().join("state").display(),
+            socket = socket.display(),
+            extra = if options.extra_config.contains("metrics:") {
+                options.extra_config.clone()
+            } else {
+                format!("metrics:\n  address: \"\"\n{}", options.extra_config)
+            },
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let mut daemon = Crustd {
+            child: None,
+            socket,
+            log_path: dir.path().join("crustd.log"),
+            config_path,
+            dir,
+        };
+        daemon.spawn(&options.args).await;
+        daemon
+    }
+
+    /// Starts (or restarts) crustd on this test's dirs and waits for it.
+    pub async fn spawn(&mut self, args: &[String]) {
+        assert!(self.child.is_none(), "crustd is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(crustd_binary())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start crustd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("crustd exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crustd socket never appeared:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub async fn client(&self) -> CriClient {
+        let channel = connect(&self.socket).await;
+        CriClient {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            image: ImageServiceClient::new(channel),
+        }
+    }
+
+    /// Sends `signal` and waits for crustd to exit; returns its exit code.
+    pub fn stop_with(&mut self, signal: Signal) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("crustd ignored {signal} for 10s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Crustd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- crustd log ({}) -----\n{}----- end of crustd log -----",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        unmount_everything_under(self.dir.path());
+    }
+}
+
+/// Detaches every mount below `dir`, deepest first, so the temp dir can be
+/// removed even when a test failed half-way.
+pub fn unmount_everything_under(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut mounts: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for mount in mounts {
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A tonic channel to a unix socket (the URI is required but unused).
+pub async fn connect(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to crustd socket")
+}
+
+/// Runs crustd to completion (for start-up failures) and returns its exit
+/// code and everything it printed.
+pub fn run_crustd(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(crustd_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start crustd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("crustd {args:?} did not exit within 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (child.wait().unwrap().code(), out)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1, returning status line + body.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
