@@ -30,7 +30,8 @@ const SCHEMA_KEY: &str = "schema_version";
 
 /// One migration per schema step: `MIGRATIONS[n]` moves a database from
 /// version n to n + 1, inside the same write transaction as the version bump.
-const MIGRATIONS: &[fn(&redb::WriteTransaction) -> Result<(), redb::Error>] = &[create_tables_v1];
+type Migration = fn(&redb::WriteTransaction) -> Result<(), redb::Error>;
+const MIGRATIONS: &[Migration] = &[create_tables_v1];
 
 fn create_tables_v1(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(ImageRecord::TABLE)?;
