@@ -16,6 +16,7 @@ import argparse
 import base64
 import gzip
 import hashlib
+import random
 import io
 import json
 import platform
@@ -303,6 +304,19 @@ def build_all():
         "crust-test/user-numeric:latest": Image([bb_gz], {"User": "1000"}),
         "crust-test/user-named:latest": Image([bb_gz], {"User": "crust:extra"}),
         "crust-test/multiarch:latest": multiarch(bb_gz, docker=False),
+        # 64 MiB uncompressed, so a test can kill crustd in mid-pull.
+        "crust-test/big:latest": Image([bb_gz, Layer(
+            [entry("big.bin", data=random.Random(7).randbytes(64 << 20))],
+            "none", "64 MiB of pseudo-random bytes")]),
+        # Hostile layers: unpack must refuse or confine them, never write
+        # to /tmp/crust-evil-* on the host.
+        "crust-test/evil:dotdot": Image([bb_gz, Layer(
+            [entry("../../../../../../tmp/crust-evil-dotdot", data=b"escaped\n")],
+            "gzip", "path with ..")]),
+        "crust-test/evil:symlink": Image([bb_gz, Layer(
+            [entry("escape", "symlink", link="/tmp"),
+             entry("escape/crust-evil-symlink", data=b"escaped\n")],
+            "gzip", "write through a symlink to /tmp")]),
         "crust-test/multiarch:docker": multiarch(bb_gz, docker=True),
     }
 

@@ -288,3 +288,210 @@ pub fn http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+/// What `hack/build-test-images.py` pushed: `CRUST_TEST_IMAGES_JSON`, by
+/// default /var/tmp/crust-registry/images.json (hack/test.sh makes it).
+pub fn test_images() -> serde_json::Value {
+    let path = std::env::var("CRUST_TEST_IMAGES_JSON")
+        .unwrap_or_else(|_| "/var/tmp/crust-registry/images.json".into());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read {path} ({e}): run hack/test-images.sh (hack/test.sh does) first")
+    });
+    serde_json::from_str(&text).expect("images.json is JSON")
+}
+
+/// `registry/repo:tag` of a test image on the plain test registry.
+pub fn image_ref(name: &str) -> String {
+    format!("{}/{name}", test_images()["registry"].as_str().unwrap())
+}
+
+/// The image ID (config digest) the test image `name` must pull as; for an
+/// index, the host platform's image.
+pub fn image_id(name: &str) -> String {
+    let image = &test_images()["images"][name];
+    let image = if image["host_platform_image"].is_object() {
+        &image["host_platform_image"]
+    } else {
+        image
+    };
+    image["config_digest"].as_str().unwrap().to_string()
+}
+
+impl CriClient {
+    pub async fn pull(&mut self, image: &str) -> Result<String, tonic::Status> {
+        self.pull_with(image, None).await
+    }
+
+    pub async fn pull_with(
+        &mut self,
+        image: &str,
+        auth: Option<cri::AuthConfig>,
+    ) -> Result<String, tonic::Status> {
+        self.image
+            .pull_image(cri::PullImageRequest {
+                image: Some(image_spec(image)),
+                auth,
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+    }
+
+    pub async fn image_status(&mut self, name: &str) -> Option<cri::Image> {
+        self.image
+            .image_status(cri::ImageStatusRequest {
+                image: Some(image_spec(name)),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+    }
+
+    pub async fn list_images(&mut self) -> Vec<cri::Image> {
+        self.image
+            .list_images(cri::ListImagesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+    }
+
+    pub async fn remove_image(&mut self, name: &str) {
+        self.image
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(image_spec(name)),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+pub fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Every file below `dir` (relative paths), for checking what is left.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path.clone());
+            }
+            out.push(path.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A raw HTTP/1.1 exchange with the plain test registry (the tests only
+/// need GET and PUT of manifests, so no HTTP client crate).
+fn registry_http(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::Write;
+    let registry = test_images()["registry"].as_str().unwrap().to_string();
+    let mut stream = std::net::TcpStream::connect(&registry).expect("connect to registry");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {registry}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect::<Vec<_>>();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
+
+/// Fetches a manifest from the test registry: (media type, bytes).
+pub fn registry_get_manifest(repo: &str, reference: &str) -> (String, Vec<u8>) {
+    let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+    let (status, headers, body) = registry_http(
+        "GET",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Accept", accept)],
+        b"",
+    );
+    assert_eq!(status, 200, "GET manifest {repo}:{reference}");
+    let media_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .unwrap()
+        .1
+        .clone();
+    (media_type, body)
+}
+
+/// Tags `manifest` as `repo:tag` in the test registry.
+pub fn registry_put_manifest(repo: &str, tag: &str, media_type: &str, manifest: &[u8]) {
+    let (status, _, body) = registry_http(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", media_type)],
+        manifest,
+    );
+    assert_eq!(
+        status,
+        201,
+        "PUT manifest {repo}:{tag}: {}",
+        String::from_utf8_lossy(&body)
+    );
+}

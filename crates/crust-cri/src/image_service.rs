@@ -1,43 +1,248 @@
-//! ImageService. Pulls, the content store and snapshots land with the
-//! image issue; until then every RPC says so.
+//! ImageService: pull, list, inspect and remove images, and report the
+//! disk they use.
 
+use base64::Engine;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
-use tonic::Request;
+use tonic::{Request, Response, Status};
 
-use crate::{Cri, Rpc, unimplemented};
+use crust_image::{Credentials, ErrorKind, ImageError};
+use crust_store::ImageRecord;
+
+use crate::{Cri, Rpc};
+
+pub(crate) fn image_status(e: ImageError) -> Status {
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::PermissionDenied => Status::permission_denied(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::DeadlineExceeded => Status::deadline_exceeded(message),
+        ErrorKind::Internal => Status::internal(message),
+    }
+}
+
+fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
+    match spec.map(|s| s.image.as_str()) {
+        Some(name) if !name.is_empty() => {
+            tracing::Span::current().record("image", name);
+            Ok(name)
+        }
+        _ => Err(Status::invalid_argument(
+            "image.image (the image name) is required",
+        )),
+    }
+}
+
+/// CRI's AuthConfig as crust's credentials. `auth` is base64("user:pass").
+fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Credentials, Status> {
+    let Some(auth) = auth else {
+        return Ok(Credentials::default());
+    };
+    let mut creds = Credentials {
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+        registry_token: auth.registry_token.clone(),
+        server_address: auth.server_address.clone(),
+    };
+    if !auth.auth.is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.auth.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| {
+                Status::invalid_argument("auth.auth is not base64 of \"user:password\"")
+            })?;
+        let (user, pass) = decoded.split_once(':').ok_or_else(|| {
+            Status::invalid_argument("auth.auth must decode to \"user:password\"")
+        })?;
+        creds.username = user.to_string();
+        creds.password = pass.to_string();
+    }
+    if !auth.identity_token.is_empty() && creds.registry_token.is_empty() {
+        return Err(Status::invalid_argument(
+            "auth.identity_token (an OAuth2 refresh token) is not supported by crust yet; pass username/password or registry_token",
+        ));
+    }
+    Ok(creds)
+}
+
+fn to_cri_image(image: &ImageRecord) -> cri::Image {
+    // USER is "uid", "name", "uid:gid" or "name:group": CRI wants the uid
+    // when numeric, the name otherwise.
+    let user = image.config.user.split(':').next().unwrap_or("");
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(uid) => (Some(cri::Int64Value { value: uid }), String::new()),
+        Err(_) => (None, user.to_string()),
+    };
+    cri::Image {
+        id: image.id.clone(),
+        repo_tags: image.repo_tags.clone(),
+        repo_digests: image.repo_digests.clone(),
+        size: image.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec {
+            image: image.id.clone(),
+            ..Default::default()
+        }),
+        pinned: image.pinned,
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
 
 #[tonic::async_trait]
 impl ImageService for Cri {
     async fn list_images(
         &self,
-        _: Request<cri::ListImagesRequest>,
+        request: Request<cri::ListImagesRequest>,
     ) -> Rpc<cri::ListImagesResponse> {
-        unimplemented("ListImages")
+        let images = &self.runtime.images;
+        let wanted = request
+            .get_ref()
+            .filter
+            .as_ref()
+            .and_then(|f| f.image.as_ref())
+            .map(|s| s.image.as_str())
+            .filter(|s| !s.is_empty());
+        let records = match wanted {
+            Some(name) => images
+                .find(name)
+                .map_err(image_status)?
+                .into_iter()
+                .collect(),
+            None => images.list().map_err(image_status)?,
+        };
+        Ok(Response::new(cri::ListImagesResponse {
+            images: records.iter().map(to_cri_image).collect(),
+        }))
     }
 
     async fn image_status(
         &self,
-        _: Request<cri::ImageStatusRequest>,
+        request: Request<cri::ImageStatusRequest>,
     ) -> Rpc<cri::ImageStatusResponse> {
-        unimplemented("ImageStatus")
+        let request = request.into_inner();
+        let name = image_name(request.image.as_ref())?;
+        let images = &self.runtime.images;
+        let Some(record) = images.find(name).map_err(image_status)? else {
+            // CRI: an absent image is a nil image, not an error.
+            return Ok(Response::new(cri::ImageStatusResponse::default()));
+        };
+        let mut info = std::collections::HashMap::new();
+        if request.verbose {
+            let details = serde_json::json!({
+                "imageSpec": images.read_config(&record).map_err(image_status)?,
+                "chainID": record.layers.last().map(|l| l.chain_id.clone()).unwrap_or_default(),
+                "manifestDigests": record.manifest_digests,
+                "layers": record.layers.iter().map(|l| serde_json::json!({
+                    "digest": l.digest, "mediaType": l.media_type, "size": l.size,
+                    "diffID": l.diff_id, "chainID": l.chain_id,
+                })).collect::<Vec<_>>(),
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: Some(to_cri_image(&record)),
+            info,
+        }))
     }
 
-    async fn pull_image(&self, _: Request<cri::PullImageRequest>) -> Rpc<cri::PullImageResponse> {
-        unimplemented("PullImage")
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> Rpc<cri::PullImageResponse> {
+        let request = request.into_inner();
+        let name = image_name(request.image.as_ref())?;
+        let creds = credentials(request.auth.as_ref())?;
+        let record = self
+            .runtime
+            .images
+            .pull(name, &creds)
+            .await
+            .map_err(image_status)?;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: record.id,
+        }))
     }
 
     async fn remove_image(
         &self,
-        _: Request<cri::RemoveImageRequest>,
+        request: Request<cri::RemoveImageRequest>,
     ) -> Rpc<cri::RemoveImageResponse> {
-        unimplemented("RemoveImage")
+        let request = request.into_inner();
+        let name = image_name(request.image.as_ref())?;
+        self.runtime
+            .images
+            .remove(name)
+            .await
+            .map_err(image_status)?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
     async fn image_fs_info(
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Rpc<cri::ImageFsInfoResponse> {
-        unimplemented("ImageFsInfo")
+        let usage = self.runtime.images.usage().map_err(image_status)?;
+        let filesystem = cri::FilesystemUsage {
+            timestamp: now_nanos(),
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: self.runtime.config.root.display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
+            inodes_used: Some(cri::UInt64Value {
+                value: usage.inodes,
+            }),
+        };
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![filesystem],
+            container_filesystems: vec![],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_field_is_decoded() {
+        let auth = cri::AuthConfig {
+            auth: base64::engine::general_purpose::STANDARD.encode("crust:crust-secret"),
+            ..Default::default()
+        };
+        let c = credentials(Some(&auth)).unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("crust", "crust-secret")
+        );
+        let bad = cri::AuthConfig {
+            auth: "!!!".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials(Some(&bad)).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn numeric_and_named_users() {
+        let mut image = ImageRecord::default();
+        image.config.user = "1000:2000".into();
+        assert_eq!(
+            to_cri_image(&image).uid,
+            Some(cri::Int64Value { value: 1000 })
+        );
+        image.config.user = "crust:extra".into();
+        let i = to_cri_image(&image);
+        assert_eq!((i.uid, i.username.as_str()), (None, "crust"));
     }
 }

@@ -11,6 +11,7 @@ mod runtime_service;
 use std::sync::Arc;
 
 use crust_config::{CgroupDriver, Config};
+use crust_image::Images;
 use crust_store::Store;
 use k8s_cri::v1 as cri;
 
@@ -21,7 +22,8 @@ pub use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 pub struct Runtime {
     pub config: Config,
     pub cgroup_driver: CgroupDriver,
-    pub store: Store,
+    pub store: Arc<Store>,
+    pub images: Images,
 }
 
 /// The gRPC face of crust: one value serves both CRI services.

@@ -8,11 +8,14 @@ use tonic::Request;
 use super::*;
 
 fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
-    let store = Store::open(dir).unwrap();
+    let store = Arc::new(Store::open(dir).unwrap());
+    let snapshots = Arc::new(crust_snapshot::Snapshotter::new(&dir.join("snapshots")).unwrap());
+    let images = Images::open(dir, store.clone(), snapshots, &config.registries).unwrap();
     Cri::new(Arc::new(Runtime {
         config,
         cgroup_driver: CgroupDriver::Cgroupfs,
         store,
+        images,
     }))
 }
 
@@ -121,9 +124,49 @@ async fn unlanded_rpcs_say_unimplemented_with_their_name() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("RunPodSandbox"));
     let err = cri
-        .pull_image(Request::new(cri::PullImageRequest::default()))
+        .exec(Request::new(cri::ExecRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PullImage"));
+    assert!(err.message().contains("Exec"));
+}
+
+#[tokio::test]
+async fn image_calls_validate_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let err = cri
+        .pull_image(Request::new(cri::PullImageRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = cri
+        .pull_image(Request::new(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "Not/Valid".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("lowercase"), "{}", err.message());
+    // Unknown images: nil status, idempotent removal.
+    let spec = Some(cri::ImageSpec {
+        image: "busybox:none".into(),
+        ..Default::default()
+    });
+    let status = cri
+        .image_status(Request::new(cri::ImageStatusRequest {
+            image: spec.clone(),
+            verbose: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none());
+    cri.remove_image(Request::new(cri::RemoveImageRequest { image: spec }))
+        .await
+        .unwrap();
 }

@@ -20,6 +20,9 @@ pub struct ImageRecord {
     pub pinned: bool,
     pub config: ImageConfig,
     pub layers: Vec<LayerRecord>,
+    /// Every manifest and index digest of the image (kept in the content
+    /// store, so garbage collection must know them).
+    pub manifest_digests: Vec<String>,
     /// Unix time in nanoseconds.
     pub created_at: i64,
 }
@@ -102,6 +105,9 @@ pub struct ContainerRecord {
     pub log_path: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// Chain ids of the image's layers, bottom first: the container's
+    /// rootfs needs them even if the image is removed.
+    pub image_chain: Vec<String>,
     /// The CRI ContainerConfig as JSON, kept for status and recovery.
     pub config: serde_json::Value,
 }

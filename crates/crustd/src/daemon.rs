@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use crust_config::Config;
 use crust_cri::{Cri, Runtime};
+use crust_image::Images;
 use crust_metrics::{GrpcObserveLayer, Metrics};
+use crust_snapshot::Snapshotter;
 use crust_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -28,7 +30,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     prepare_private_dir(&config.root, "root")?;
     prepare_private_dir(&config.state, "state")?;
-    let store = Store::open(&config.root)?;
+    let store = Arc::new(Store::open(&config.root)?);
+    let snapshots = Arc::new(Snapshotter::new(&config.root.join("snapshots"))?);
+    let images = Images::open(&config.root, store.clone(), snapshots, &config.registries)?;
+    // Whatever a crash left half-pulled is unreferenced: reclaim it.
+    images.collect_garbage().await?;
     let cgroup_driver = config.effective_cgroup_driver();
     let socket_path = config.socket.clone();
     let listener = crate::socket::bind(&socket_path)?;
@@ -63,6 +69,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config,
         cgroup_driver,
         store,
+        images,
     });
     let cri = Cri::new(runtime.clone());
     tracing::info!(

@@ -8,7 +8,8 @@ pub fn init(log: &LogConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid log level {:?}: {e}", log.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -1,0 +1,364 @@
+//! Images: references, registry pulls, the content store and the image
+//! records in the metadata store, with garbage collection of what no
+//! image uses any more.
+
+pub mod content;
+pub mod manifest;
+mod pull;
+pub mod reference;
+pub mod registry;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crust_config::RegistriesConfig;
+use crust_snapshot::Snapshotter;
+use crust_store::{ContainerRecord, ImageRecord, Store, StoreError};
+
+use content::{ContentError, ContentStore};
+use manifest::ManifestError;
+use pull::Puller;
+use reference::{ImageName, ReferenceError, parse_name, parse_reference};
+
+pub use registry::Credentials;
+
+/// What kind of failure an error is, for the gRPC code the CRI layer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    DeadlineExceeded,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    #[error("invalid image: {0}")]
+    Invalid(String),
+    #[error("image {image} not found in the registry: {message}")]
+    NotFound { image: String, message: String },
+    #[error("registry refused access to {image}: {message}")]
+    Denied { image: String, message: String },
+    #[error("registry error for {image}: {message}")]
+    Registry { image: String, message: String },
+    #[error("pull made no progress for too long, cancelled: {0}")]
+    Stalled(String),
+    #[error("download failed: {0}")]
+    Transfer(String),
+    #[error("cannot unpack {0}")]
+    Unpack(String),
+    #[error("{0}")]
+    Content(#[from] ContentError),
+    #[error("{0}")]
+    Snapshot(#[from] crust_snapshot::SnapshotError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("registry configuration: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ImageError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ImageError::Reference(_) => ErrorKind::InvalidArgument,
+            ImageError::NotFound { .. } => ErrorKind::NotFound,
+            ImageError::Denied { .. } => ErrorKind::PermissionDenied,
+            ImageError::Registry { .. } | ImageError::Transfer(_) => ErrorKind::Unavailable,
+            ImageError::Stalled(_) => ErrorKind::DeadlineExceeded,
+            ImageError::Manifest(ManifestError::NoPlatform { .. }) => ErrorKind::NotFound,
+            ImageError::Manifest(_) | ImageError::Invalid(_) | ImageError::Unpack(_) => {
+                ErrorKind::InvalidArgument
+            }
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    fn registry(
+        e: oci_client::errors::OciDistributionError,
+        image: &reference::ImageRef,
+    ) -> ImageError {
+        use oci_client::errors::OciDistributionError as E;
+        let image = image.to_string();
+        let message = e.to_string();
+        let lower = message.to_lowercase();
+        match e {
+            E::ImageManifestNotFoundError(_) => ImageError::NotFound { image, message },
+            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
+                ImageError::Denied { image, message }
+            }
+            _ if lower.contains("manifest unknown")
+                || lower.contains("not found")
+                || lower.contains("name unknown") =>
+            {
+                ImageError::NotFound { image, message }
+            }
+            _ if lower.contains("unauthorized")
+                || lower.contains("denied")
+                || lower.contains("401") =>
+            {
+                ImageError::Denied { image, message }
+            }
+            _ => ImageError::Registry { image, message },
+        }
+    }
+
+    fn with_context(e: ImageError, context: &str) -> ImageError {
+        match e {
+            ImageError::NotFound { image, message } => ImageError::NotFound {
+                image,
+                message: format!("{message} {context}"),
+            },
+            ImageError::Registry { image, message } => ImageError::Registry {
+                image,
+                message: format!("{message} {context}"),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Disk used by images: content store and unpacked layers together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+pub struct Images {
+    store: Arc<Store>,
+    content: Arc<ContentStore>,
+    snapshots: Arc<Snapshotter>,
+    puller: Puller,
+    /// Pulls hold it shared, garbage collection exclusively: a pull's
+    /// layers are not referenced by any image until it is recorded.
+    gc_lock: tokio::sync::RwLock<()>,
+    root: std::path::PathBuf,
+}
+
+impl Images {
+    /// Opens content (root/content) and snapshots (root/snapshots).
+    pub fn open(
+        root: &Path,
+        store: Arc<Store>,
+        snapshots: Arc<Snapshotter>,
+        registries: &RegistriesConfig,
+    ) -> Result<Images, ImageError> {
+        let content = Arc::new(ContentStore::new(&root.join("content"))?);
+        let puller = Puller::new(
+            content.clone(),
+            snapshots.clone(),
+            registries.clone(),
+            manifest::host_platform(),
+        )?;
+        Ok(Images {
+            store,
+            content,
+            snapshots,
+            puller,
+            gc_lock: tokio::sync::RwLock::new(()),
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Pulls `name` and records it; returns the image ID.
+    pub async fn pull(&self, name: &str, creds: &Credentials) -> Result<ImageRecord, ImageError> {
+        let image = parse_reference(name)?;
+        let _pulling = self.gc_lock.read().await;
+        let started = std::time::Instant::now();
+        let pulled = self.puller.pull(&image, creds).await?;
+        let record = self.store.write(|tx| {
+            let mut record = tx
+                .get::<ImageRecord>(&pulled.config_digest)?
+                .unwrap_or_else(|| ImageRecord {
+                    id: pulled.config_digest.clone(),
+                    created_at: now_nanos(),
+                    ..Default::default()
+                });
+            record.size = pulled.size;
+            record.config = pulled.config.clone();
+            record.layers = pulled.layers.clone();
+            for digest in &pulled.manifest_digests {
+                add_unique(&mut record.manifest_digests, digest);
+            }
+            let repo_digest = image.with_digest(&pulled.manifest_digest);
+            add_unique(&mut record.repo_digests, &repo_digest);
+            if let Some(tag) = image.tagged() {
+                // A tag names one image: take it from whichever had it.
+                for mut other in tx.list::<ImageRecord>()? {
+                    if other.id != record.id && other.repo_tags.contains(&tag) {
+                        other.repo_tags.retain(|t| t != &tag);
+                        tx.put(&other)?;
+                    }
+                }
+                add_unique(&mut record.repo_tags, &tag);
+            }
+            tx.put(&record)?;
+            Ok(record)
+        })?;
+        tracing::info!(
+            image = %image,
+            id = %record.id,
+            bytes = record.size,
+            seconds = started.elapsed().as_secs_f64(),
+            "pulled"
+        );
+        Ok(record)
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self.store.list::<ImageRecord>()?)
+    }
+
+    /// Finds an image by ID (or unique ID prefix), tag, or digest reference.
+    pub fn find(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let parsed = parse_name(name)?;
+        let images = self.list()?;
+        Ok(find_in(&images, &parsed, name).cloned())
+    }
+
+    /// Removes `name`. A tag of an image with other tags is only untagged;
+    /// otherwise the image goes, and so does whatever only it used.
+    /// Unknown names succeed (CRI wants RemoveImage idempotent).
+    pub async fn remove(&self, name: &str) -> Result<(), ImageError> {
+        let parsed = parse_name(name)?;
+        let _collecting = self.gc_lock.write().await;
+        let removed = self.store.write(|tx| {
+            let images = tx.list::<ImageRecord>()?;
+            let Some(image) = find_in(&images, &parsed, name) else {
+                return Ok(false);
+            };
+            let mut image = image.clone();
+            if let ImageName::Ref(r) = &parsed
+                && r.digest.is_none()
+                && let Some(tag) = r.tagged()
+                && image.repo_tags.len() > 1
+            {
+                image.repo_tags.retain(|t| t != &tag);
+                tx.put(&image)?;
+                return Ok(false);
+            }
+            tx.delete::<ImageRecord>(&image.id)?;
+            Ok(true)
+        })?;
+        if removed {
+            self.collect_garbage_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes blobs and layers that no image (and no container) uses.
+    pub async fn collect_garbage(&self) -> Result<(), ImageError> {
+        let _collecting = self.gc_lock.write().await;
+        self.collect_garbage_locked()
+    }
+
+    fn collect_garbage_locked(&self) -> Result<(), ImageError> {
+        let images = self.store.list::<ImageRecord>()?;
+        let containers = self.store.list::<ContainerRecord>()?;
+        let mut blobs = std::collections::HashSet::new();
+        let mut chains = std::collections::HashSet::new();
+        for image in &images {
+            blobs.insert(image.id.clone());
+            blobs.extend(image.manifest_digests.iter().cloned());
+            for layer in &image.layers {
+                blobs.insert(layer.digest.clone());
+                chains.insert(layer.chain_id.clone());
+            }
+        }
+        // A container keeps its image's layers even after the image is removed.
+        for container in &containers {
+            chains.extend(container.image_chain.iter().cloned());
+        }
+        let mut freed = (0, 0);
+        for digest in self.content.list()? {
+            if !blobs.contains(&digest) {
+                self.content.delete(&digest)?;
+                freed.0 += 1;
+            }
+        }
+        for chain in self.snapshots.layers()? {
+            if !chains.contains(&chain) {
+                self.snapshots.remove_layer(&chain)?;
+                freed.1 += 1;
+            }
+        }
+        if freed != (0, 0) {
+            tracing::info!(blobs = freed.0, layers = freed.1, "garbage collected");
+        }
+        Ok(())
+    }
+
+    /// The content store path of a blob (for verbose status).
+    pub fn read_config(&self, image: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let bytes = self.content.read(&image.id, manifest::MAX_CONFIG_BYTES)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Internal(format!("stored config of {}: {e}", image.id)))
+    }
+
+    /// Bytes and inodes of content and layers together.
+    pub fn usage(&self) -> Result<Usage, ImageError> {
+        let content = crust_snapshot::dir_usage(&self.root.join("content"))?;
+        let layers = self.snapshots.usage()?;
+        Ok(Usage {
+            bytes: content.bytes + layers.bytes,
+            inodes: content.inodes + layers.inodes,
+        })
+    }
+
+    pub fn snapshots(&self) -> &Arc<Snapshotter> {
+        &self.snapshots
+    }
+}
+
+fn add_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|x| x == item) {
+        list.push(item.to_string());
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Looks `name` up among `images` the ways CRI clients name images.
+fn find_in<'a>(
+    images: &'a [ImageRecord],
+    parsed: &ImageName,
+    name: &str,
+) -> Option<&'a ImageRecord> {
+    // A unique prefix of an ID, as `crictl rmi 4d2256d5` uses.
+    let hex_prefix = name.trim_start_matches("sha256:");
+    if hex_prefix.len() >= 6
+        && hex_prefix.len() < 64
+        && hex_prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        let matches: Vec<_> = images
+            .iter()
+            .filter(|i| i.id.trim_start_matches("sha256:").starts_with(hex_prefix))
+            .collect();
+        if matches.len() == 1 {
+            return Some(matches[0]);
+        }
+    }
+    match parsed {
+        ImageName::Id(id) => images.iter().find(|i| &i.id == id),
+        ImageName::Ref(r) => match (&r.digest, r.tagged()) {
+            (Some(d), _) => {
+                let wanted = r.with_digest(d);
+                images.iter().find(|i| i.repo_digests.contains(&wanted))
+            }
+            (None, Some(tag)) => images.iter().find(|i| i.repo_tags.contains(&tag)),
+            (None, None) => None,
+        },
+    }
+}

@@ -1,0 +1,611 @@
+//! ImageService against the real test registry from hack/.
+
+use std::os::unix::fs::FileTypeExt;
+use std::time::Duration;
+
+use crust_e2e::{Crustd, CrustdOptions, cri, files_under, image_id, image_ref, test_images};
+use nix::sys::signal::Signal;
+
+fn layer_dir(crustd: &Crustd, chain_id: &str) -> std::path::PathBuf {
+    crustd
+        .root()
+        .join("snapshots/layers")
+        .join(chain_id.trim_start_matches("sha256:"))
+        .join("fs")
+}
+
+fn blobs_dir(crustd: &Crustd) -> std::path::PathBuf {
+    crustd.root().join("content/blobs/sha256")
+}
+
+fn layer_digests(name: &str) -> Vec<String> {
+    let image = &test_images()["images"][name];
+    let image = if image["host_platform_image"].is_object() {
+        &image["host_platform_image"]
+    } else {
+        image
+    };
+    image["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn pulls_every_format_and_reports_the_image_id() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    for name in [
+        "crust-test/busybox:latest",
+        "crust-test/busybox:zstd",
+        "crust-test/busybox:docker",
+        "crust-test/multilayer:latest",
+        "crust-test/web:latest",
+        "crust-test/multiarch:latest",
+        "crust-test/multiarch:docker",
+    ] {
+        let id = c
+            .pull(&image_ref(name))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(id, image_id(name), "{name}");
+        let status = c.image_status(&image_ref(name)).await.expect(name);
+        assert_eq!(status.id, id);
+        assert!(
+            status.repo_tags.contains(&image_ref(name)),
+            "{name}: {status:?}"
+        );
+        let manifest = test_images()["images"][name]["manifest_digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let repo = image_ref(name).rsplit_once(':').unwrap().0.to_string();
+        assert!(
+            status.repo_digests.contains(&format!("{repo}@{manifest}")),
+            "{name}: {status:?}"
+        );
+        for digest in layer_digests(name) {
+            assert!(
+                blobs_dir(&crustd)
+                    .join(digest.trim_start_matches("sha256:"))
+                    .is_file(),
+                "{name}: blob {digest} missing"
+            );
+        }
+    }
+    // multiarch:latest and :docker resolve to the same amd64 config, so
+    // one image ID: 6 images under 7 names.
+    let images = c.list_images().await;
+    assert_eq!(images.len(), 6);
+    let multi = c
+        .image_status(&image_ref("crust-test/multiarch:docker"))
+        .await
+        .unwrap();
+    assert_eq!(multi.repo_tags.len(), 2, "{multi:?}");
+    // The index resolved to this host's platform: its marker file says so.
+    let verbose = c
+        .image
+        .image_status(cri::ImageStatusRequest {
+            image: Some(crust_e2e::image_spec(&image_ref(
+                "crust-test/multiarch:latest",
+            ))),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    assert_eq!(info["imageSpec"]["architecture"], "amd64");
+    let top = info["chainID"].as_str().unwrap();
+    let marker = std::fs::read_to_string(layer_dir(&crustd, top).join("platform")).unwrap();
+    assert_eq!(marker, "linux/amd64\n");
+}
+
+#[tokio::test]
+async fn multilayer_unpacks_to_overlay_form() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    c.pull(&image_ref("crust-test/multilayer:latest"))
+        .await
+        .unwrap();
+    let verbose = c
+        .image
+        .image_status(cri::ImageStatusRequest {
+            image: Some(crust_e2e::image_spec(&image_ref(
+                "crust-test/multilayer:latest",
+            ))),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let chains: Vec<String> = info["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["chainID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chains.len(), 5);
+    // Layer 2 (uncompressed tar) holds the whiteout and the opaque marker.
+    let l2 = layer_dir(&crustd, &chains[2]);
+    let whiteout = std::fs::symlink_metadata(l2.join("data/dir1/f")).unwrap();
+    assert!(
+        whiteout.file_type().is_char_device(),
+        "whiteout is a char device"
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::rdev(&whiteout), 0);
+    let opaque = xattr_get(&l2.join("data/opaque"), "trusted.overlay.opaque");
+    assert_eq!(opaque.as_deref(), Some(b"y".as_slice()));
+    assert!(!l2.join("data/opaque/.wh..wh..opq").exists());
+    // Layer 1 keeps links, modes and owners.
+    let l1 = layer_dir(&crustd, &chains[1]);
+    assert_eq!(
+        std::fs::read_link(l1.join("data/link")).unwrap().to_str(),
+        Some("a.txt")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(l1.join("data/a.txt")).unwrap();
+    let hard = std::fs::metadata(l1.join("data/hard")).unwrap();
+    assert_eq!(a.ino(), hard.ino(), "hardlink shares the inode");
+}
+
+fn xattr_get(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+#[tokio::test]
+async fn pull_by_digest_and_by_tag_plus_digest() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let name = "crust-test/busybox:latest";
+    let manifest = test_images()["images"][name]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repo = image_ref("crust-test/busybox");
+    let by_digest = format!("{repo}@{manifest}");
+    assert_eq!(c.pull(&by_digest).await.unwrap(), image_id(name));
+    let status = c.image_status(&by_digest).await.unwrap();
+    assert_eq!(status.repo_digests, vec![by_digest.clone()]);
+    assert!(status.repo_tags.is_empty(), "a digest pull adds no tag");
+    let tagged = format!("{repo}:latest@{manifest}");
+    assert_eq!(c.pull(&tagged).await.unwrap(), image_id(name));
+    // A wrong digest is refused.
+    let wrong = format!("{repo}@sha256:{}", "0".repeat(64));
+    let err = c.pull(&wrong).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_references_and_missing_images_are_clear_errors() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let err = c.pull("UPPER/case").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("lowercase"), "{}", err.message());
+    let err = c
+        .pull(&image_ref("crust-test/nosuch:latest"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains("crust-test/nosuch"),
+        "{}",
+        err.message()
+    );
+    assert!(c.list_images().await.is_empty());
+}
+
+#[tokio::test]
+async fn mirror_serves_the_image_under_its_original_name() {
+    let registry = test_images()["registry"].as_str().unwrap().to_string();
+    // The upstream is never contacted: the mirror answers first.
+    let crustd = Crustd::start_with(CrustdOptions {
+        extra_config: format!(
+            "registries:\n  mirrors:\n    upstream.crust.invalid:\n      - http://{registry}\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    let name = "upstream.crust.invalid/crust-test/busybox:latest";
+    assert_eq!(
+        c.pull(name).await.unwrap(),
+        image_id("crust-test/busybox:latest")
+    );
+    let status = c.image_status(name).await.unwrap();
+    assert_eq!(status.repo_tags, vec![name.to_string()]);
+    assert!(status.repo_digests[0].starts_with("upstream.crust.invalid/crust-test/busybox@"));
+}
+
+#[tokio::test]
+async fn a_failing_mirror_falls_back_to_the_upstream() {
+    let registry = test_images()["registry"].as_str().unwrap().to_string();
+    let dead = crust_e2e::free_port();
+    let crustd = Crustd::start_with(CrustdOptions {
+        extra_config: format!(
+            "registries:\n  mirrors:\n    \"{registry}\":\n      - http://127.0.0.1:{dead}\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    let name = image_ref("crust-test/busybox:latest");
+    assert_eq!(
+        c.pull(&name).await.unwrap(),
+        image_id("crust-test/busybox:latest")
+    );
+    assert!(crustd.log().contains("mirror failed"), "{}", crustd.log());
+}
+
+#[tokio::test]
+async fn basic_auth_pull_and_wrong_credentials() {
+    let auth = &test_images()["auth_registry"];
+    let registry = auth["registry"].as_str().unwrap();
+    let user = auth["username"].as_str().unwrap();
+    let password = auth["password"].as_str().unwrap();
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let name = format!("{registry}/crust-test/busybox:latest");
+    let err = c.pull(&name).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let wrong = cri::AuthConfig {
+        username: user.into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    let err = c.pull_with(&name, Some(wrong)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains(registry), "{}", err.message());
+    let right = cri::AuthConfig {
+        username: user.into(),
+        password: password.into(),
+        server_address: registry.into(),
+        ..Default::default()
+    };
+    let id = c.pull_with(&name, Some(right)).await.unwrap();
+    assert_eq!(id, image_id("crust-test/busybox:latest"));
+    // The same credentials as the base64 "auth" field.
+    use std::io::Write;
+    let mut encoded = Vec::new();
+    write!(encoded, "{user}:{password}").unwrap();
+    let b64 = base64_encode(&encoded);
+    let crustd2 = Crustd::start().await;
+    let mut c2 = crustd2.client().await;
+    let id = c2
+        .pull_with(
+            &name,
+            Some(cri::AuthConfig {
+                auth: b64,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, image_id("crust-test/busybox:latest"));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn registry_blob_gets(repo: &str, digest: &str) -> usize {
+    let dir =
+        std::env::var("CRUST_REGISTRY_DIR").unwrap_or_else(|_| "/var/tmp/crust-registry".into());
+    let log = std::fs::read_to_string(format!("{dir}/plain/registry.log")).unwrap_or_default();
+    let needle = format!("\"GET /v2/{repo}/blobs/{digest} ");
+    log.lines()
+        .filter(|l| l.contains(&needle) && l.contains("crust/"))
+        .count()
+}
+
+#[tokio::test]
+async fn concurrent_pulls_download_each_blob_once() {
+    // Only this test pulls user-named, so the registry's log counts our GETs.
+    let name = "crust-test/user-named:latest";
+    let layer = layer_digests(name)[0].clone();
+    let before = registry_blob_gets("crust-test/user-named", &layer);
+    let crustd = Crustd::start().await;
+    let mut pulls = Vec::new();
+    for _ in 0..4 {
+        let mut c = crustd.client().await;
+        pulls.push(tokio::spawn(async move { c.pull(&image_ref(name)).await }));
+    }
+    for pull in pulls {
+        assert_eq!(pull.await.unwrap().unwrap(), image_id(name));
+    }
+    let after = registry_blob_gets("crust-test/user-named", &layer);
+    assert_eq!(
+        after - before,
+        1,
+        "the layer was downloaded {} times",
+        after - before
+    );
+    let mut c = crustd.client().await;
+    assert_eq!(c.list_images().await.len(), 1);
+}
+
+#[tokio::test]
+async fn every_kind_of_name_finds_and_removes_the_image() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let name = "crust-test/busybox:stopsignal";
+    let id = c.pull(&image_ref(name)).await.unwrap();
+    let manifest = test_images()["images"][name]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let by_digest = format!("{}@{manifest}", image_ref("crust-test/busybox"));
+    let short_id = id.trim_start_matches("sha256:")[..12].to_string();
+    for lookup in [
+        image_ref(name),
+        id.clone(),
+        by_digest.clone(),
+        short_id.clone(),
+        id.trim_start_matches("sha256:").to_string(),
+    ] {
+        let status = c.image_status(&lookup).await;
+        assert_eq!(status.map(|s| s.id), Some(id.clone()), "{lookup}");
+        let listed = c
+            .image
+            .list_images(cri::ListImagesRequest {
+                filter: Some(cri::ImageFilter {
+                    image: Some(crust_e2e::image_spec(&lookup)),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        assert_eq!(listed.len(), 1, "{lookup}");
+    }
+    let verbose = c
+        .image
+        .image_status(cri::ImageStatusRequest {
+            image: Some(crust_e2e::image_spec(&id)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    assert_eq!(info["imageSpec"]["config"]["StopSignal"], "SIGUSR1");
+    for removal in [by_digest, short_id, id.clone()] {
+        c.pull(&image_ref(name)).await.unwrap();
+        c.remove_image(&removal).await;
+        assert!(
+            c.image_status(&id).await.is_none(),
+            "{removal} did not remove"
+        );
+    }
+    // Removing what is not there succeeds.
+    c.remove_image(&image_ref(name)).await;
+    c.remove_image(&id).await;
+}
+
+#[tokio::test]
+async fn tags_move_to_the_newly_pulled_image() {
+    // A tag of our own in the registry, pointed first at one image, then
+    // at another.
+    let repo = "crust-test/busybox";
+    let tag = format!("moving-{}", std::process::id());
+    let name = image_ref(&format!("{repo}:{tag}"));
+    let (media_type, manifest) = crust_e2e::registry_get_manifest(repo, "latest");
+    crust_e2e::registry_put_manifest(repo, &tag, &media_type, &manifest);
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let first = c.pull(&name).await.unwrap();
+    assert_eq!(first, image_id("crust-test/busybox:latest"));
+    let (media_type, manifest) = crust_e2e::registry_get_manifest(repo, "docker");
+    crust_e2e::registry_put_manifest(repo, &tag, &media_type, &manifest);
+    let second = c.pull(&name).await.unwrap();
+    assert_eq!(second, image_id("crust-test/busybox:docker"));
+    assert_eq!(c.image_status(&name).await.unwrap().id, second);
+    // The old image stays, nameless but present, until removed.
+    let old = c
+        .image_status(&first)
+        .await
+        .expect("old image still present");
+    assert!(old.repo_tags.is_empty(), "{old:?}");
+    assert!(!old.repo_digests.is_empty());
+    assert_eq!(c.list_images().await.len(), 2);
+    // Removing one tag of an image with two only untags it.
+    let other = image_ref("crust-test/busybox:docker");
+    assert_eq!(c.pull(&other).await.unwrap(), second);
+    c.remove_image(&name).await;
+    let status = c.image_status(&second).await.unwrap();
+    assert_eq!(status.repo_tags, vec![other]);
+    c.remove_image(&first).await;
+    assert!(c.image_status(&first).await.is_none());
+}
+
+#[tokio::test]
+async fn removing_images_collects_what_nothing_else_uses() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    c.pull(&image_ref("crust-test/busybox:latest"))
+        .await
+        .unwrap();
+    c.pull(&image_ref("crust-test/multilayer:latest"))
+        .await
+        .unwrap();
+    let base = layer_digests("crust-test/busybox:latest")[0].clone();
+    let fs_before = image_fs_used(&mut c).await;
+    c.remove_image(&image_ref("crust-test/multilayer:latest"))
+        .await;
+    // The shared base layer stays for busybox; multilayer's own blobs go.
+    let blobs = files_under(&blobs_dir(&crustd));
+    assert!(
+        blobs.iter().any(|b| base.ends_with(b.to_str().unwrap())),
+        "{blobs:?}"
+    );
+    for digest in &layer_digests("crust-test/multilayer:latest")[1..] {
+        let hex = digest.trim_start_matches("sha256:");
+        assert!(
+            !blobs.iter().any(|b| b.to_str() == Some(hex)),
+            "{digest} left behind"
+        );
+    }
+    let layers = std::fs::read_dir(crustd.root().join("snapshots/layers"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 1, "only busybox's layer remains");
+    assert!(image_fs_used(&mut c).await.0 < fs_before.0);
+    c.remove_image(&image_ref("crust-test/busybox:latest"))
+        .await;
+    assert!(files_under(&blobs_dir(&crustd)).is_empty(), "orphan blobs");
+    assert_eq!(
+        std::fs::read_dir(crustd.root().join("snapshots/layers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+async fn image_fs_used(c: &mut crust_e2e::CriClient) -> (u64, u64) {
+    let fs = c
+        .image
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let f = &fs.image_filesystems[0];
+    (f.used_bytes.unwrap().value, f.inodes_used.unwrap().value)
+}
+
+#[tokio::test]
+async fn image_fs_info_counts_content_and_layers() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let (empty_bytes, _) = image_fs_used(&mut c).await;
+    c.pull(&image_ref("crust-test/busybox:latest"))
+        .await
+        .unwrap();
+    let (bytes, inodes) = image_fs_used(&mut c).await;
+    // The 1 MiB compressed blob plus the ~2 MiB unpacked busybox binary.
+    assert!(bytes - empty_bytes > 2_500_000, "{bytes}");
+    // One inode per applet symlink (Debian's busybox has ~270 applets).
+    assert!(
+        inodes > 250,
+        "busybox has hundreds of applet links: {inodes}"
+    );
+    let fs = c
+        .image
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        fs.image_filesystems[0].fs_id.as_ref().unwrap().mountpoint,
+        crustd.root().display().to_string()
+    );
+}
+
+#[tokio::test]
+async fn hostile_layers_never_write_outside_their_root() {
+    let _ = std::fs::remove_file("/tmp/crust-evil-dotdot");
+    let _ = std::fs::remove_file("/tmp/crust-evil-symlink");
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let err = c
+        .pull(&image_ref("crust-test/evil:dotdot"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(".."), "{}", err.message());
+    // Confined or refused: either way nothing lands in the host's /tmp.
+    let _ = c.pull(&image_ref("crust-test/evil:symlink")).await;
+    assert!(!std::path::Path::new("/tmp/crust-evil-dotdot").exists());
+    assert!(!std::path::Path::new("/tmp/crust-evil-symlink").exists());
+    // The refused pull kept nothing: no image, no blob of its layer.
+    assert!(
+        c.image_status(&image_ref("crust-test/evil:dotdot"))
+            .await
+            .is_none()
+    );
+    let evil_layer = layer_digests("crust-test/evil:dotdot")[1].clone();
+    assert!(
+        !blobs_dir(&crustd)
+            .join(evil_layer.trim_start_matches("sha256:"))
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn killed_mid_pull_then_restarted_pulls_correctly() {
+    let mut crustd = Crustd::start().await;
+    let name = image_ref("crust-test/big:latest");
+    let mut c = crustd.client().await;
+    let pull = tokio::spawn({
+        let name = name.clone();
+        async move { c.pull(&name).await }
+    });
+    // Wait until the big layer is being written, then kill.
+    let ingest = crustd.root().join("content/ingest");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let busy = std::fs::read_dir(&ingest)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+            })
+            .unwrap_or(false);
+        if busy || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    crustd.stop_with(Signal::SIGKILL);
+    assert!(
+        pull.await.unwrap().is_err(),
+        "the pull should have been cut off"
+    );
+    crustd.spawn(&[]).await;
+    // Nothing half-written survives the restart.
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+    let snapshots = files_under(&crustd.root().join("snapshots"));
+    assert!(
+        !snapshots
+            .iter()
+            .any(|p| p.to_string_lossy().contains("tmp-")),
+        "{snapshots:?}"
+    );
+    let mut c = crustd.client().await;
+    assert!(c.image_status(&name).await.is_none());
+    assert_eq!(
+        c.pull(&name).await.unwrap(),
+        image_id("crust-test/big:latest")
+    );
+    let verbose = c
+        .image
+        .image_status(cri::ImageStatusRequest {
+            image: Some(crust_e2e::image_spec(&name)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let big = layer_dir(&crustd, info["chainID"].as_str().unwrap()).join("big.bin");
+    assert_eq!(std::fs::metadata(big).unwrap().len(), 64 << 20);
+}
