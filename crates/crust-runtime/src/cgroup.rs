@@ -1,0 +1,185 @@
+//! Reading and shaping cgroups on v1 and v2 with the cgroupfs layout. The
+//! shim (libcontainer) creates container cgroups; crustd makes sure the
+//! pod's parent exists and reads usage for CRI stats.
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// v1 hierarchies crustd creates the pod cgroup in (cpuset is left to
+/// libcontainer, which knows to copy cpus/mems from the parent).
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "systemd"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+pub fn version() -> Version {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        Version::V2
+    } else {
+        Version::V1
+    }
+}
+
+fn relative(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+/// Every directory that makes up cgroup `path` (one per v1 hierarchy).
+fn dirs(path: &str) -> Vec<PathBuf> {
+    match version() {
+        Version::V2 => vec![Path::new(ROOT).join(relative(path))],
+        Version::V1 => V1_CONTROLLERS
+            .iter()
+            .map(|c| Path::new(ROOT).join(c))
+            .filter(|d| d.is_dir())
+            .map(|d| d.join(relative(path)))
+            .collect(),
+    }
+}
+
+/// Creates cgroup `path` where missing; returns whether crustd created it
+/// (kubelet usually has, and then owns it).
+pub fn ensure(path: &str) -> std::io::Result<bool> {
+    let mut created = false;
+    for dir in dirs(path) {
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            created = true;
+        }
+    }
+    Ok(created)
+}
+
+/// Removes cgroup `path` (rmdir: only empty cgroups go). Idempotent.
+pub fn remove(path: &str) -> std::io::Result<()> {
+    for dir in dirs(path) {
+        match std::fs::remove_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether any directory of cgroup `path` still exists.
+pub fn exists(path: &str) -> bool {
+    dirs(path).iter().any(|d| d.exists())
+}
+
+/// Usage of one cgroup, as CRI stats want it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_usage_nanos: u64,
+    pub memory_usage: u64,
+    pub memory_working_set: u64,
+    pub memory_rss: u64,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn stat_field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn usage(path: &str) -> Usage {
+    let rel = relative(path);
+    match version() {
+        Version::V2 => {
+            let dir = Path::new(ROOT).join(rel);
+            let cpu = std::fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
+            let mem = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            let usage = read_u64(&dir.join("memory.current")).unwrap_or(0);
+            Usage {
+                cpu_usage_nanos: stat_field(&cpu, "usage_usec") * 1000,
+                memory_usage: usage,
+                memory_working_set: usage.saturating_sub(stat_field(&mem, "inactive_file")),
+                memory_rss: stat_field(&mem, "anon"),
+                page_faults: stat_field(&mem, "pgfault"),
+                major_page_faults: stat_field(&mem, "pgmajfault"),
+            }
+        }
+        Version::V1 => {
+            let cpuacct = Path::new(ROOT).join("cpuacct").join(rel);
+            let memory = Path::new(ROOT).join("memory").join(rel);
+            let mem = std::fs::read_to_string(memory.join("memory.stat")).unwrap_or_default();
+            let usage = read_u64(&memory.join("memory.usage_in_bytes")).unwrap_or(0);
+            Usage {
+                cpu_usage_nanos: read_u64(&cpuacct.join("cpuacct.usage")).unwrap_or(0),
+                memory_usage: usage,
+                memory_working_set: usage.saturating_sub(stat_field(&mem, "total_inactive_file")),
+                memory_rss: stat_field(&mem, "total_rss"),
+                page_faults: stat_field(&mem, "total_pgfault"),
+                major_page_faults: stat_field(&mem, "total_pgmajfault"),
+            }
+        }
+    }
+}
+
+/// Whether the kernel OOM-killed a process of cgroup `path`.
+pub fn oom_killed(path: &str) -> bool {
+    let rel = relative(path);
+    match version() {
+        Version::V2 => {
+            let events = std::fs::read_to_string(Path::new(ROOT).join(rel).join("memory.events"))
+                .unwrap_or_default();
+            stat_field(&events, "oom_kill") > 0
+        }
+        Version::V1 => {
+            let control = std::fs::read_to_string(
+                Path::new(ROOT)
+                    .join("memory")
+                    .join(rel)
+                    .join("memory.oom_control"),
+            )
+            .unwrap_or_default();
+            stat_field(&control, "oom_kill") > 0
+        }
+    }
+}
+
+/// The cgroup file that holds a limit, for tests and status.
+pub fn file(path: &str, v1_controller: &str, name: &str) -> PathBuf {
+    match version() {
+        Version::V2 => Path::new(ROOT).join(relative(path)).join(name),
+        Version::V1 => Path::new(ROOT)
+            .join(v1_controller)
+            .join(relative(path))
+            .join(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_parse() {
+        let text = "cache 10\nrss 20\ntotal_inactive_file 5\n";
+        assert_eq!(stat_field(text, "rss"), 20);
+        assert_eq!(stat_field(text, "total_inactive_file"), 5);
+        assert_eq!(stat_field(text, "missing"), 0);
+    }
+
+    #[test]
+    fn ensure_and_remove_a_cgroup() {
+        let path = format!("/crust-unit-{}", std::process::id());
+        assert!(ensure(&path).unwrap());
+        assert!(!ensure(&path).unwrap(), "second ensure creates nothing");
+        assert!(exists(&path));
+        let _ = usage(&path);
+        remove(&path).unwrap();
+        assert!(!exists(&path));
+        remove(&path).unwrap();
+    }
+}

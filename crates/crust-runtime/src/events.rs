@@ -1,0 +1,89 @@
+//! The containerd Events ttrpc service shims publish to (TTRPC_ADDRESS).
+//! crustd serves it before it starts any shim and turns TaskExit/TaskOOM
+//! into updates of its container records.
+
+use std::sync::Arc;
+
+use containerd_shim_protos::events::task::{TaskExit, TaskOOM};
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::{Events, create_events};
+use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim_protos::ttrpc::asynchronous::Server;
+use tokio::sync::mpsc;
+
+/// What crustd cares about from a shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimEvent {
+    Exit {
+        container_id: String,
+        /// The exec id, or the container id for its main process.
+        id: String,
+        exit_status: u32,
+        exited_at_nanos: i64,
+    },
+    Oom {
+        container_id: String,
+    },
+}
+
+struct Forwarder {
+    tx: mpsc::UnboundedSender<ShimEvent>,
+}
+
+#[async_trait::async_trait]
+impl Events for Forwarder {
+    async fn forward(
+        &self,
+        _ctx: &TtrpcContext,
+        request: ForwardRequest,
+    ) -> containerd_shim_protos::ttrpc::Result<
+        containerd_shim_protos::protobuf::well_known_types::empty::Empty,
+    > {
+        if let Some(event) = decode(&request) {
+            let _ = self.tx.send(event);
+        }
+        Ok(Default::default())
+    }
+}
+
+fn decode(request: &ForwardRequest) -> Option<ShimEvent> {
+    let envelope = request.envelope.as_ref()?;
+    let any = envelope.event.as_ref()?;
+    let kind = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+    match kind {
+        "containerd.events.TaskExit" => {
+            let e = TaskExit::parse_from_bytes(&any.value).ok()?;
+            let at = e.exited_at.as_ref();
+            Some(ShimEvent::Exit {
+                container_id: e.container_id,
+                id: e.id,
+                exit_status: e.exit_status,
+                exited_at_nanos: at.map_or(0, |t| t.seconds * 1_000_000_000 + t.nanos as i64),
+            })
+        }
+        "containerd.events.TaskOOM" => {
+            let e = TaskOOM::parse_from_bytes(&any.value).ok()?;
+            Some(ShimEvent::Oom {
+                container_id: e.container_id,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Serves the Events service on the unix socket `path`; keep the returned
+/// server alive for as long as shims may publish.
+pub async fn serve(
+    path: &std::path::Path,
+) -> std::io::Result<(Server, mpsc::UnboundedReceiver<ShimEvent>)> {
+    let _ = std::fs::remove_file(path);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let service = create_events(Arc::new(Forwarder { tx }));
+    let mut server = Server::new()
+        .bind(&format!("unix://{}", path.display()))
+        .map_err(std::io::Error::other)?
+        .register_service(service);
+    server.start().await.map_err(std::io::Error::other)?;
+    Ok((server, rx))
+}

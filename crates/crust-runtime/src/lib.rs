@@ -1,0 +1,5 @@
+//! Pods and containers.
+
+pub mod cgroup;
+pub mod events;
+pub mod namespaces;
