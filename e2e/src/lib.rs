@@ -32,14 +32,22 @@ pub fn crustd_binary() -> &'static Path {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
-        build
-            .current_dir(workspace)
-            .args(["build", "--quiet", "--bin", "crustd"]);
+        build.current_dir(workspace).args([
+            "build",
+            "--quiet",
+            "--bin",
+            "crustd",
+            "--bin",
+            "crust-shim",
+        ]);
         if release {
             build.arg("--release");
         }
         let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --bin crustd failed");
+        assert!(
+            status.success(),
+            "cargo build --bin crustd --bin crust-shim failed"
+        );
         profile_dir.join("crustd")
     })
 }
@@ -144,6 +152,18 @@ impl Crustd {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A cgroup parent of this test's own, removed when the test ends.
+    pub fn cgroup_parent(&self, pod: &str) -> String {
+        format!("{}/pod{pod}", self.cgroup_root())
+    }
+
+    pub fn cgroup_root(&self) -> String {
+        format!(
+            "/{}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
@@ -199,6 +219,51 @@ impl Drop for Crustd {
             );
         }
         unmount_everything_under(self.dir.path());
+        remove_cgroups(&self.cgroup_root());
+    }
+}
+
+/// Kills what is left in the test's cgroups (all started by this test)
+/// and removes them, deepest first, in every hierarchy.
+pub fn remove_cgroups(root: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut bases: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
+    bases.push(PathBuf::from("/sys/fs/cgroup"));
+    for base in bases {
+        let top = base.join(root.trim_start_matches('/'));
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = vec![top.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            i += 1;
+        }
+        for dir in dirs.iter().rev() {
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        for dir in dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 
@@ -494,4 +559,128 @@ pub fn registry_put_manifest(repo: &str, tag: &str, media_type: &str, manifest: 
         "PUT manifest {repo}:{tag}: {}",
         String::from_utf8_lossy(&body)
     );
+}
+
+/// A pod config kubelet-style: metadata, log dir, a cgroup parent of the
+/// test's own.
+pub fn pod_config(crustd: &Crustd, name: &str) -> cri::PodSandboxConfig {
+    let uid = format!("uid-{name}");
+    let log_directory = crustd.dir.path().join("logs").join(&uid);
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            namespace: "e2e".to_string(),
+            uid: uid.clone(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_directory.display().to_string(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: crustd.cgroup_parent(&uid),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(image_spec(image)),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: [("container".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+impl CriClient {
+    pub async fn run_pod(&mut self, config: &cri::PodSandboxConfig) -> String {
+        self.runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    /// Creates and starts a container; returns its id.
+    pub async fn run_container(
+        &mut self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> String {
+        let id = self
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.to_string(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        self.runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    pub async fn container_status(&mut self, id: &str) -> cri::ContainerStatus {
+        self.runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    /// Polls until the container has exited; returns its final status.
+    pub async fn wait_exited(&mut self, id: &str, within: Duration) -> cri::ContainerStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.container_status(id).await;
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} still {:?} after {within:?}",
+                status.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.runtime
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crust_config::{CgroupDriver, Config};
 use crust_image::Images;
+use crust_runtime::{Pods, StatsSample};
 use crust_store::Store;
 use k8s_cri::v1 as cri;
 
@@ -23,7 +24,10 @@ pub struct Runtime {
     pub config: Config,
     pub cgroup_driver: CgroupDriver,
     pub store: Arc<Store>,
-    pub images: Images,
+    pub images: Arc<Images>,
+    pub pods: Arc<Pods>,
+    /// The last CPU reading per container, to report a rate.
+    pub stats_samples: tokio::sync::Mutex<std::collections::HashMap<String, StatsSample>>,
 }
 
 /// The gRPC face of crust: one value serves both CRI services.

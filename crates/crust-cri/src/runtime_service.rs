@@ -8,6 +8,8 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crust_runtime::RuntimeError;
+
 use crate::{
     Cri, KUBE_RUNTIME_API_VERSION, NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY,
     Rpc, condition, unimplemented,
@@ -49,103 +51,280 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Rpc<EventStream> {
-        unimplemented("GetContainerEvents")
-    }
-
     async fn run_pod_sandbox(
         &self,
-        _: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Rpc<cri::RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
+        let request = request.into_inner();
+        let config = request
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let id = self
+            .runtime
+            .pods
+            .run_pod_sandbox(config, &request.runtime_handler)
+            .await
+            .map_err(runtime_status)?;
+        tracing::Span::current().record("pod_id", id.as_str());
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
+        let id = pod_id(&request.get_ref().pod_sandbox_id)?;
+        self.runtime
+            .pods
+            .stop_pod_sandbox(id)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Rpc<cri::RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
+        let id = pod_id(&request.get_ref().pod_sandbox_id)?;
+        self.runtime
+            .pods
+            .remove_pod_sandbox(id)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Rpc<cri::PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
+        let request = request.get_ref();
+        let id = pod_id(&request.pod_sandbox_id)?;
+        let response = self
+            .runtime
+            .pods
+            .pod_sandbox_status(id, request.verbose)
+            .map_err(runtime_status)?;
+        Ok(Response::new(response))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Rpc<cri::ListPodSandboxResponse> {
-        unimplemented("ListPodSandbox")
+        let items = self
+            .runtime
+            .pods
+            .list_pod_sandbox(request.get_ref().filter.as_ref())
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Rpc<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        let request = request.into_inner();
+        let pod = pod_id(&request.pod_sandbox_id)?;
+        let config = request
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let id = self
+            .runtime
+            .pods
+            .create_container(pod, config, request.sandbox_config)
+            .await
+            .map_err(runtime_status)?;
+        tracing::Span::current().record("container_id", id.as_str());
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
-        unimplemented("StartContainer")
+        let id = container_id(&request.get_ref().container_id)?;
+        self.runtime
+            .pods
+            .start_container(id)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Rpc<cri::StopContainerResponse> {
-        unimplemented("StopContainer")
+        let request = request.get_ref();
+        let id = container_id(&request.container_id)?;
+        self.runtime
+            .pods
+            .stop_container(id, request.timeout)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        let id = container_id(&request.get_ref().container_id)?;
+        self.runtime
+            .pods
+            .remove_container(id)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Rpc<cri::ListContainersResponse> {
-        unimplemented("ListContainers")
+        let containers = self
+            .runtime
+            .pods
+            .list_containers(request.get_ref().filter.as_ref())
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Rpc<cri::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        let request = request.get_ref();
+        let id = container_id(&request.container_id)?;
+        let response = self
+            .runtime
+            .pods
+            .container_status(id, request.verbose)
+            .map_err(runtime_status)?;
+        Ok(Response::new(response))
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        let request = request.get_ref();
+        let id = container_id(&request.container_id)?;
+        let resources = request
+            .linux
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
+        self.runtime
+            .pods
+            .update_container_resources(id, resources)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Rpc<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let id = container_id(&request.get_ref().container_id)?;
+        self.runtime
+            .pods
+            .reopen_container_log(id)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
-    async fn exec_sync(&self, _: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
-        unimplemented("ExecSync")
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Rpc<cri::ExecSyncResponse> {
+        let request = request.into_inner();
+        let id = container_id(&request.container_id)?;
+        let output = self
+            .runtime
+            .pods
+            .exec_sync(id, request.cmd, request.timeout)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code: output.exit_code,
+        }))
+    }
+
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Rpc<cri::ContainerStatsResponse> {
+        let id = container_id(&request.get_ref().container_id)?;
+        let stats = self.stats_of(id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Rpc<cri::ListContainerStatsResponse> {
+        let ids = self
+            .runtime
+            .pods
+            .container_ids(request.get_ref().filter.as_ref())
+            .map_err(runtime_status)?;
+        let mut stats = Vec::with_capacity(ids.len());
+        for id in ids {
+            stats.push(self.stats_of(&id).await?);
+        }
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Rpc<cri::PodSandboxStatsResponse> {
+        let id = pod_id(&request.get_ref().pod_sandbox_id)?;
+        let stats = self.pod_stats_of(id).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Rpc<cri::ListPodSandboxStatsResponse> {
+        let filter = request.get_ref().filter.as_ref();
+        let pods = self
+            .runtime
+            .pods
+            .list_pod_sandbox(None)
+            .map_err(runtime_status)?;
+        let mut stats = Vec::new();
+        for pod in pods {
+            let matches = filter.is_none_or(|f| {
+                (f.id.is_empty() || pod.id.starts_with(&f.id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| pod.labels.get(k) == Some(v))
+            });
+            if matches {
+                stats.push(self.pod_stats_of(&pod.id).await?);
+            }
+        }
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Rpc<EventStream> {
+        unimplemented("GetContainerEvents")
     }
 
     async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
@@ -161,34 +340,6 @@ impl RuntimeService for Cri {
         _: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
         unimplemented("PortForward")
-    }
-
-    async fn container_stats(
-        &self,
-        _: Request<cri::ContainerStatsRequest>,
-    ) -> Rpc<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
-    }
-
-    async fn list_container_stats(
-        &self,
-        _: Request<cri::ListContainerStatsRequest>,
-    ) -> Rpc<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
-    }
-
-    async fn pod_sandbox_stats(
-        &self,
-        _: Request<cri::PodSandboxStatsRequest>,
-    ) -> Rpc<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
-    }
-
-    async fn list_pod_sandbox_stats(
-        &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
-    ) -> Rpc<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
     }
 
     async fn update_runtime_config(
@@ -220,7 +371,110 @@ impl RuntimeService for Cri {
     }
 }
 
+fn runtime_status(e: RuntimeError) -> Status {
+    let message = e.to_string();
+    match e {
+        RuntimeError::InvalidArgument(_) => Status::invalid_argument(message),
+        RuntimeError::NotFound(_) => Status::not_found(message),
+        RuntimeError::AlreadyExists(_) => Status::already_exists(message),
+        RuntimeError::FailedPrecondition(_) => Status::failed_precondition(message),
+        RuntimeError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn pod_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("pod_sandbox_id is required"));
+    }
+    tracing::Span::current().record("pod_id", id);
+    Ok(id)
+}
+
+fn container_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("container_id is required"));
+    }
+    tracing::Span::current().record("container_id", id);
+    Ok(id)
+}
+
 impl Cri {
+    /// Container stats with a CPU rate from the previous sample, or from a
+    /// fresh one 100 ms ago when there is none.
+    async fn stats_of(&self, id: &str) -> Result<cri::ContainerStats, Status> {
+        let pods = &self.runtime.pods;
+        let previous = self.runtime.stats_samples.lock().await.get(id).copied();
+        let previous = match previous {
+            Some(p) => p,
+            None => {
+                let (_, first) = pods.container_stats(id, None).map_err(runtime_status)?;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                first
+            }
+        };
+        let (stats, sample) = pods
+            .container_stats(id, Some(previous))
+            .map_err(runtime_status)?;
+        let key = stats
+            .attributes
+            .as_ref()
+            .map_or(id.to_string(), |a| a.id.clone());
+        self.runtime.stats_samples.lock().await.insert(key, sample);
+        Ok(stats)
+    }
+
+    async fn pod_stats_of(&self, id: &str) -> Result<cri::PodSandboxStats, Status> {
+        let pods = &self.runtime.pods;
+        let (sandbox, usage) = pods.pod_usage(id).map_err(runtime_status)?;
+        let filter = cri::ContainerStatsFilter {
+            pod_sandbox_id: sandbox.id.clone(),
+            ..Default::default()
+        };
+        let mut containers = Vec::new();
+        for cid in pods.container_ids(Some(&filter)).map_err(runtime_status)? {
+            containers.push(self.stats_of(&cid).await?);
+        }
+        let status = pods
+            .pod_sandbox_status(&sandbox.id, false)
+            .map_err(runtime_status)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let value = |v: u64| Some(cri::UInt64Value { value: v });
+        let nano_cores: u64 = containers
+            .iter()
+            .filter_map(|c| c.cpu.as_ref()?.usage_nano_cores.map(|v| v.value))
+            .sum();
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: sandbox.id.clone(),
+                metadata: status.status.and_then(|s| s.metadata),
+                labels: sandbox.labels.clone().into_iter().collect(),
+                annotations: sandbox.annotations.clone().into_iter().collect(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cri::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: value(usage.cpu_usage_nanos),
+                    usage_nano_cores: value(nano_cores),
+                }),
+                memory: Some(cri::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: value(usage.memory_working_set),
+                    usage_bytes: value(usage.memory_usage),
+                    rss_bytes: value(usage.memory_rss),
+                    page_faults: value(usage.page_faults),
+                    major_page_faults: value(usage.major_page_faults),
+                    ..Default::default()
+                }),
+                containers,
+                ..Default::default()
+            }),
+            windows: None,
+        })
+    }
+
     fn status_response(&self, verbose: bool) -> cri::StatusResponse {
         let rt = &self.runtime;
         let runtime_ready = match std::fs::metadata(&rt.config.root) {

@@ -10,12 +10,21 @@ use super::*;
 fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
     let store = Arc::new(Store::open(dir).unwrap());
     let snapshots = Arc::new(crust_snapshot::Snapshotter::new(&dir.join("snapshots")).unwrap());
-    let images = Images::open(dir, store.clone(), snapshots, &config.registries).unwrap();
+    let images = Arc::new(Images::open(dir, store.clone(), snapshots, &config.registries).unwrap());
+    let pods = crust_runtime::Pods::new(
+        config.clone(),
+        CgroupDriver::Cgroupfs,
+        store.clone(),
+        images.clone(),
+        dir.join("events.sock"),
+    );
     Cri::new(Arc::new(Runtime {
         config,
         cgroup_driver: CgroupDriver::Cgroupfs,
         store,
         images,
+        pods,
+        stats_samples: Default::default(),
     }))
 }
 
@@ -118,11 +127,11 @@ async fn unlanded_rpcs_say_unimplemented_with_their_name() {
     let dir = tempfile::tempdir().unwrap();
     let cri = cri_on(dir.path(), test_config(dir.path()));
     let err = cri
-        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest::default()))
+        .port_forward(Request::new(cri::PortForwardRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"));
+    assert!(err.message().contains("PortForward"));
     let err = cri
         .exec(Request::new(cri::ExecRequest::default()))
         .await

@@ -1,5 +1,176 @@
-//! Pods and containers.
+//! Pods and containers: the pod's pinned namespaces, cgroup and shim, and
+//! each container's rootfs, OCI bundle and task in that shim.
 
 pub mod cgroup;
+mod container;
 pub mod events;
+mod files;
 pub mod namespaces;
+mod pod;
+pub mod shim;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crust_config::{CgroupDriver, Config};
+use crust_image::Images;
+use crust_store::Store;
+use tokio::sync::Mutex;
+
+pub use container::{ExecOutput, StatsSample};
+pub use events::ShimEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Shim(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] crust_store::StoreError),
+}
+
+impl From<std::io::Error> for RuntimeError {
+    fn from(e: std::io::Error) -> Self {
+        RuntimeError::Internal(e.to_string())
+    }
+}
+
+/// Where things live and how to reach the shims.
+pub struct Pods {
+    config: Config,
+    cgroup_driver: CgroupDriver,
+    store: Arc<Store>,
+    images: Arc<Images>,
+    events_socket: PathBuf,
+    /// Connected shims by pod id.
+    shims: Mutex<HashMap<String, shim::Shim>>,
+    /// Serializes lifecycle changes of one pod or container at a time.
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The lowest oom_score_adj crustd may give a container.
+    oom_score_adj_min: i64,
+}
+
+impl Pods {
+    pub fn new(
+        config: Config,
+        cgroup_driver: CgroupDriver,
+        store: Arc<Store>,
+        images: Arc<Images>,
+        events_socket: PathBuf,
+    ) -> Arc<Pods> {
+        let oom_score_adj_min = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(-1000);
+        Arc::new(Pods {
+            config,
+            cgroup_driver,
+            store,
+            images,
+            events_socket,
+            shims: Mutex::new(HashMap::new()),
+            locks: std::sync::Mutex::new(HashMap::new()),
+            oom_score_adj_min,
+        })
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().expect("lock map");
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Applies shim events to the records until the channel closes.
+    pub async fn handle_events(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<ShimEvent>,
+    ) {
+        while let Some(event) = rx.recv().await {
+            if let Err(e) = self.apply_event(&event).await {
+                tracing::warn!(?event, error = %e, "cannot apply shim event");
+            }
+        }
+    }
+}
+
+/// A 64-hex id like containerd's.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    hex::encode(bytes)
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Resolves a full id or unique prefix among `ids`.
+fn resolve_prefix<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    what: &str,
+) -> Result<Option<String>, RuntimeError> {
+    if prefix.is_empty() {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "{what} id is required"
+        )));
+    }
+    let matches: Vec<&str> = ids.filter(|id| id.starts_with(prefix)).collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.to_string())),
+        many => {
+            if let Some(exact) = many.iter().find(|id| **id == prefix) {
+                return Ok(Some(exact.to_string()));
+            }
+            Err(RuntimeError::InvalidArgument(format!(
+                "{what} id prefix {prefix:?} is ambiguous ({} matches)",
+                many.len()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_and_prefixes_resolve() {
+        let id = new_id();
+        assert_eq!(id.len(), 64);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let ids = ["abc123", "abd456", "ffff"];
+        assert_eq!(
+            resolve_prefix(ids.iter().copied(), "abc", "pod")
+                .unwrap()
+                .as_deref(),
+            Some("abc123")
+        );
+        assert!(resolve_prefix(ids.iter().copied(), "ab", "pod").is_err());
+        assert_eq!(
+            resolve_prefix(ids.iter().copied(), "zz", "pod").unwrap(),
+            None
+        );
+        assert!(resolve_prefix(ids.iter().copied(), "", "pod").is_err());
+    }
+}

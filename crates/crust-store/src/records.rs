@@ -72,6 +72,22 @@ pub struct SandboxRecord {
     pub runtime_handler: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The pod's dir under crust's state dir.
+    pub state_dir: String,
+    /// ttrpc address of the pod's shim, and its pid.
+    pub shim_address: String,
+    pub shim_pid: u32,
+    /// Pinned namespace files; empty means the host's namespace.
+    pub netns: String,
+    pub ipcns: String,
+    pub utsns: String,
+    /// The pod's /dev/shm (a tmpfs under state_dir); empty with host IPC.
+    pub shm: String,
+    pub hostname: String,
+    pub cgroup_parent: String,
+    /// Whether crust created the pod cgroup (and so removes it).
+    pub created_cgroup: bool,
+    pub log_directory: String,
     /// The CRI PodSandboxConfig as JSON, kept for status and recovery.
     pub config: serde_json::Value,
 }
@@ -105,6 +121,15 @@ pub struct ContainerRecord {
     pub log_path: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// Bundle dir (config.json + mounted rootfs) under the state dir.
+    pub bundle: String,
+    pub pid: u32,
+    /// Signal that stops the container gracefully (from the image).
+    pub stop_signal: String,
+    pub cgroup_path: String,
+    pub tty: bool,
+    /// The kernel OOM-killed the container.
+    pub oom_killed: bool,
     /// Chain ids of the image's layers, bottom first: the container's
     /// rootfs needs them even if the image is removed.
     pub image_chain: Vec<String>,

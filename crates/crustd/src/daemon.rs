@@ -10,6 +10,7 @@ use crust_config::Config;
 use crust_cri::{Cri, Runtime};
 use crust_image::Images;
 use crust_metrics::{GrpcObserveLayer, Metrics};
+use crust_runtime::Pods;
 use crust_snapshot::Snapshotter;
 use crust_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
@@ -32,7 +33,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     prepare_private_dir(&config.state, "state")?;
     let store = Arc::new(Store::open(&config.root)?);
     let snapshots = Arc::new(Snapshotter::new(&config.root.join("snapshots"))?);
-    let images = Images::open(&config.root, store.clone(), snapshots, &config.registries)?;
+    let images = Arc::new(Images::open(
+        &config.root,
+        store.clone(),
+        snapshots,
+        &config.registries,
+    )?);
     // Whatever a crash left half-pulled is unreferenced: reclaim it.
     images.collect_garbage().await?;
     let cgroup_driver = config.effective_cgroup_driver();
@@ -65,11 +71,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    // Shims publish to this before any of them starts.
+    let events_socket = config.state.join("events.sock");
+    let (_events_server, events) = crust_runtime::events::serve(&events_socket)
+        .await
+        .with_context(|| format!("cannot serve shim events on {}", events_socket.display()))?;
+    let pods = Pods::new(
+        config.clone(),
+        cgroup_driver,
+        store.clone(),
+        images.clone(),
+        events_socket,
+    );
+    tokio::spawn(pods.clone().handle_events(events));
     let runtime = Arc::new(Runtime {
         config,
         cgroup_driver,
         store,
         images,
+        pods,
+        stats_samples: Default::default(),
     });
     let cri = Cri::new(runtime.clone());
     tracing::info!(

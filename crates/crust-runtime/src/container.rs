@@ -1,0 +1,911 @@
+//! Containers: create (rootfs + OCI bundle), start/stop/remove through the
+//! pod's shim, status and listing, ExecSync, stats and resource updates.
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use nix::mount::{MntFlags, umount2};
+use tokio::io::AsyncReadExt;
+
+use crust_store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
+
+use crate::events::ShimEvent;
+use crate::{Pods, RuntimeError, cgroup, new_id, now_nanos, resolve_prefix};
+
+/// ExecSync output cap, stdout and stderr together (kubelet's own limit).
+pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
+/// /etc/passwd and /etc/group larger than this are not read.
+const PASSWD_LIMIT: u64 = 1 << 20;
+/// How long a SIGKILLed process may take to be reported gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// One cgroup reading, kept to turn CPU time into a rate.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsSample {
+    pub at_nanos: i64,
+    pub cpu_nanos: u64,
+}
+
+fn container_state(record: &ContainerRecord) -> cri::ContainerState {
+    match record.state {
+        ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+        ContainerState::Unknown => cri::ContainerState::ContainerUnknown,
+    }
+}
+
+fn signal_number(name: &str) -> u32 {
+    let name = name.trim();
+    if name.is_empty() {
+        return libc::SIGTERM as u32;
+    }
+    if let Ok(n) = name.parse::<u32>() {
+        return n;
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as u32)
+        .unwrap_or(libc::SIGTERM as u32)
+}
+
+fn record_config(record: &ContainerRecord) -> cri::ContainerConfig {
+    serde_json::from_value(record.config.clone()).unwrap_or_default()
+}
+
+impl Pods {
+    fn container(&self, id_or_prefix: &str) -> Result<Option<ContainerRecord>, RuntimeError> {
+        let all = self.store.list::<ContainerRecord>()?;
+        let id = resolve_prefix(all.iter().map(|c| c.id.as_str()), id_or_prefix, "container")?;
+        Ok(id.and_then(|id| all.into_iter().find(|c| c.id == id)))
+    }
+
+    fn require_container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        self.container(id)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?} not found")))
+    }
+
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        config: cri::ContainerConfig,
+        pod_config: Option<cri::PodSandboxConfig>,
+    ) -> Result<String, RuntimeError> {
+        let sandbox = self.require_sandbox(pod_id)?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready; containers can only be created in a ready pod",
+                sandbox.id
+            )));
+        }
+        let pod_config = pod_config
+            .filter(|c| c.metadata.is_some())
+            .unwrap_or_else(|| serde_json::from_value(sandbox.config.clone()).unwrap_or_default());
+        let meta = config
+            .metadata
+            .as_ref()
+            .filter(|m| !m.name.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument("config.metadata.name is required".into())
+            })?;
+        let name = format!("{}_{}_{}", meta.name, sandbox.name, meta.attempt);
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.as_str())
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument("config.image.image is required".into())
+            })?;
+        let lock = self.lock_for(&name);
+        let _held = lock.lock().await;
+        if let Some(holder) = self
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .find(|c| c.name == name)
+        {
+            return Err(RuntimeError::AlreadyExists(format!(
+                "container name {name:?} is already in use by container {}; remove it first",
+                holder.id
+            )));
+        }
+        let image = self
+            .images
+            .find(image_name)
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("image {image_name:?} not found; pull it first"))
+            })?;
+        let id = new_id();
+        let bundle = self.config.state.join("containers").join(&id);
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            name,
+            attempt: meta.attempt,
+            state: ContainerState::Created,
+            image_ref: image_name.to_string(),
+            image_id: image.id.clone(),
+            created_at: now_nanos(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            bundle: bundle.display().to_string(),
+            stop_signal: image.config.stop_signal.clone(),
+            tty: config.tty,
+            image_chain: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
+            config: serde_json::to_value(&config).unwrap_or_default(),
+            ..Default::default()
+        };
+        if !sandbox.log_directory.is_empty() && !config.log_path.is_empty() {
+            let path = Path::new(&sandbox.log_directory).join(&config.log_path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            record.log_path = path.display().to_string();
+        }
+        match self.prepare_bundle(
+            &sandbox,
+            &pod_config,
+            &config,
+            &image.config,
+            &bundle,
+            &mut record,
+        ) {
+            Ok(()) => {
+                self.store.put(&record)?;
+                Ok(id)
+            }
+            Err(e) => {
+                self.remove_bundle(&record);
+                Err(e)
+            }
+        }
+    }
+
+    fn prepare_bundle(
+        &self,
+        sandbox: &SandboxRecord,
+        pod_config: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+        image: &crust_store::ImageConfig,
+        bundle: &Path,
+        record: &mut ContainerRecord,
+    ) -> Result<(), RuntimeError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(bundle)?;
+        let snapshots = self.images.snapshots();
+        let rw = snapshots
+            .prepare_rw(&record.id, &record.image_chain)
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs)?;
+        snapshots
+            .mount_rw(&rw, &rootfs)
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let invalid = |e: crust_spec::SpecError| RuntimeError::InvalidArgument(e.to_string());
+        let passwd =
+            crust_spec::read_in_root(&rootfs, "etc/passwd", PASSWD_LIMIT).map_err(invalid)?;
+        let group =
+            crust_spec::read_in_root(&rootfs, "etc/group", PASSWD_LIMIT).map_err(invalid)?;
+        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        let state_dir = PathBuf::from(&sandbox.state_dir);
+        let facts = crust_spec::SandboxFacts {
+            pod_id: sandbox.id.clone(),
+            hostname: sandbox.hostname.clone(),
+            netns_path: path(&sandbox.netns),
+            ipcns_path: path(&sandbox.ipcns),
+            utsns_path: path(&sandbox.utsns),
+            pidns_path: None,
+            host_pid: pod_config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref())
+                .is_some_and(|o| o.pid == cri::NamespaceMode::Node as i32),
+            resolv_conf: Some(state_dir.join("resolv.conf")),
+            hosts: Some(state_dir.join("hosts")),
+            hostname_file: Some(state_dir.join("hostname")),
+            shm_path: path(&sandbox.shm),
+            cgroup_parent: sandbox.cgroup_parent.clone(),
+            cgroup_driver: match self.cgroup_driver {
+                crust_config::CgroupDriver::Cgroupfs => crust_spec::CgroupDriver::Cgroupfs,
+                crust_config::CgroupDriver::Systemd => crust_spec::CgroupDriver::Systemd,
+            },
+        };
+        let container = crust_spec::ContainerFacts {
+            id: record.id.clone(),
+            volumes_dir: bundle.join("volumes"),
+            oom_score_adj_min: self.oom_score_adj_min,
+        };
+        let image_facts = crust_spec::ImageFacts {
+            config: image,
+            passwd: passwd.as_deref(),
+            group: group.as_deref(),
+        };
+        let spec = crust_spec::container_spec(config, pod_config, &image_facts, &facts, &container)
+            .map_err(invalid)?;
+        for (_, dir) in crust_spec::image_volumes(config, image, &container) {
+            std::fs::create_dir_all(dir)?;
+        }
+        record.cgroup_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        std::fs::write(bundle.join("config.json"), json)?;
+        Ok(())
+    }
+
+    /// Unmounts and deletes a container's rootfs and bundle (idempotent).
+    fn remove_bundle(&self, record: &ContainerRecord) {
+        let bundle = Path::new(&record.bundle);
+        let rootfs = bundle.join("rootfs");
+        match umount2(&rootfs, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => {
+                tracing::warn!(container_id = %record.id, error = %e, "cannot unmount rootfs")
+            }
+        }
+        if let Err(e) = self.images.snapshots().remove_rw(&record.id) {
+            tracing::warn!(container_id = %record.id, error = %e, "cannot remove writable layer");
+        }
+        if !record.bundle.is_empty() {
+            let _ = std::fs::remove_dir_all(bundle);
+        }
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let record = self.require_container(id)?;
+        let lock = self.lock_for(&record.id);
+        let _held = lock.lock().await;
+        let record = self.require_container(&record.id)?;
+        if record.state != ContainerState::Created {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {} is {:?}, not created; only a created container can be started",
+                record.id, record.state
+            )));
+        }
+        let sandbox = self.require_sandbox(&record.sandbox_id)?;
+        let shim = self.shim_for(&sandbox).await?;
+        let stdout = if record.log_path.is_empty() {
+            String::new()
+        } else {
+            format!("crilog://{}", record.log_path)
+        };
+        let started = async {
+            shim.create(&record.id, Path::new(&record.bundle), &stdout, record.tty)
+                .await?;
+            shim.start_process(&record.id, "").await
+        }
+        .await;
+        let mut updated = record.clone();
+        match started {
+            Ok(pid) => {
+                updated.state = ContainerState::Running;
+                updated.started_at = now_nanos();
+                updated.pid = pid;
+                self.store.put(&updated)?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = shim.delete(&record.id, "").await;
+                updated.state = ContainerState::Exited;
+                updated.finished_at = now_nanos();
+                updated.exit_code = 128;
+                updated.reason = "StartError".into();
+                updated.message = e.to_string();
+                self.store.put(&updated)?;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<(), RuntimeError> {
+        let record = self.require_container(id)?;
+        self.stop_container_inner(&record, timeout_seconds).await
+    }
+
+    pub(crate) async fn stop_container_inner(
+        &self,
+        record: &ContainerRecord,
+        timeout_seconds: i64,
+    ) -> Result<(), RuntimeError> {
+        if record.state != ContainerState::Running {
+            return Ok(());
+        }
+        let sandbox = self.require_sandbox(&record.sandbox_id)?;
+        let shim = self.shim_for(&sandbox).await?;
+        let mut exited = None;
+        if timeout_seconds > 0 {
+            let signal = signal_number(&record.stop_signal);
+            match shim.kill(&record.id, "", signal, false).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            exited = shim
+                .wait(&record.id, "", Duration::from_secs(timeout_seconds as u64))
+                .await
+                .ok();
+        }
+        if exited.is_none() {
+            match shim.kill(&record.id, "", libc::SIGKILL as u32, true).await {
+                Ok(())
+                | Err(RuntimeError::NotFound(_))
+                | Err(RuntimeError::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+            exited = Some(shim.wait(&record.id, "", KILL_WAIT).await?);
+        }
+        if let Some((status, at)) = exited {
+            self.finalize_exit(&record.id, status, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a container's exit once (the event and a Stop may race).
+    async fn finalize_exit(
+        &self,
+        id: &str,
+        exit_status: u32,
+        exited_at: i64,
+    ) -> Result<(), RuntimeError> {
+        let lock = self.lock_for(&format!("exit/{id}"));
+        let _held = lock.lock().await;
+        let Some(mut record) = self.store.get::<ContainerRecord>(id)? else {
+            return Ok(());
+        };
+        if record.state == ContainerState::Exited {
+            return Ok(());
+        }
+        let oom = record.oom_killed
+            || (!record.cgroup_path.is_empty() && cgroup::oom_killed(&record.cgroup_path));
+        record.state = ContainerState::Exited;
+        record.exit_code = exit_status as i32;
+        record.finished_at = if exited_at > 0 {
+            exited_at
+        } else {
+            now_nanos()
+        };
+        record.oom_killed = oom;
+        record.reason = if oom {
+            "OOMKilled".into()
+        } else if exit_status == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        };
+        self.store.put(&record)?;
+        // The exit is recorded; the shim can free the task.
+        if let Ok(sandbox) = self.require_sandbox(&record.sandbox_id)
+            && let Ok(shim) = self.shim_for(&sandbox).await
+        {
+            let _ = shim.delete(id, "").await;
+        }
+        tracing::info!(container_id = %id, exit_code = record.exit_code, reason = %record.reason, "container exited");
+        Ok(())
+    }
+
+    pub(crate) async fn apply_event(&self, event: &ShimEvent) -> Result<(), RuntimeError> {
+        match event {
+            ShimEvent::Exit {
+                container_id,
+                id,
+                exit_status,
+                exited_at_nanos,
+            } if container_id == id || id.is_empty() => {
+                // A Start still in flight holds the lock; wait for it.
+                let lock = self.lock_for(container_id);
+                let _held = lock.lock().await;
+                self.finalize_exit(container_id, *exit_status, *exited_at_nanos)
+                    .await
+            }
+            ShimEvent::Oom { container_id } => {
+                self.store.write(|tx| {
+                    if let Some(mut r) = tx.get::<ContainerRecord>(container_id)? {
+                        r.oom_killed = true;
+                        tx.put(&r)?;
+                    }
+                    Ok(())
+                })?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(record) = self.container(id)? else {
+            return Ok(());
+        };
+        self.remove_container_inner(&record).await
+    }
+
+    pub(crate) async fn remove_container_inner(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<(), RuntimeError> {
+        self.stop_container_inner(record, 0).await?;
+        if let Ok(sandbox) = self.require_sandbox(&record.sandbox_id)
+            && let Ok(shim) = self.shim_for(&sandbox).await
+        {
+            shim.delete(&record.id, "").await?;
+        }
+        self.remove_bundle(record);
+        self.store.delete::<ContainerRecord>(&record.id)?;
+        Ok(())
+    }
+
+    pub fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatusResponse, RuntimeError> {
+        let record = self.require_container(id)?;
+        let config = record_config(&record);
+        let mounts = config.mounts.clone();
+        let status = cri::ContainerStatus {
+            id: record.id.clone(),
+            metadata: config.metadata.clone(),
+            state: container_state(&record) as i32,
+            created_at: record.created_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            exit_code: record.exit_code,
+            image: Some(cri::ImageSpec {
+                image: record.image_ref.clone(),
+                ..Default::default()
+            }),
+            image_ref: record.image_id.clone(),
+            reason: record.reason.clone(),
+            message: record.message.clone(),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+            mounts,
+            log_path: record.log_path.clone(),
+            resources: config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|r| cri::ContainerResources {
+                    linux: Some(r),
+                    ..Default::default()
+                }),
+            image_id: record.image_id.clone(),
+            ..Default::default()
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let details = serde_json::json!({
+                "pid": record.pid,
+                "sandboxID": record.sandbox_id,
+                "bundle": record.bundle,
+                "cgroupPath": record.cgroup_path,
+                "runtimeSpec": std::fs::read(Path::new(&record.bundle).join("config.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
+                "config": record.config,
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        })
+    }
+
+    pub fn list_containers(
+        &self,
+        filter: Option<&cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>, RuntimeError> {
+        Ok(self
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .filter(|r| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || r.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|s| s.state == container_state(r) as i32)
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| r.labels.get(k) == Some(v))
+            })
+            .map(|r| {
+                let config = record_config(&r);
+                cri::Container {
+                    id: r.id.clone(),
+                    pod_sandbox_id: r.sandbox_id.clone(),
+                    metadata: config.metadata,
+                    image: Some(cri::ImageSpec {
+                        image: r.image_ref.clone(),
+                        ..Default::default()
+                    }),
+                    image_ref: r.image_id.clone(),
+                    state: container_state(&r) as i32,
+                    created_at: r.created_at,
+                    labels: r.labels.clone().into_iter().collect(),
+                    annotations: r.annotations.clone().into_iter().collect(),
+                    image_id: r.image_id.clone(),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_seconds: i64,
+    ) -> Result<ExecOutput, RuntimeError> {
+        if cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument("cmd is required".into()));
+        }
+        let record = self.require_container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        let sandbox = self.require_sandbox(&record.sandbox_id)?;
+        let shim = self.shim_for(&sandbox).await?;
+        let bundle = Path::new(&record.bundle);
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)
+                .map_err(|e| RuntimeError::Internal(format!("bundle config: {e}")))?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        let exec_id = format!("exec-{}", &new_id()[..16]);
+        let dir = bundle.join("execs").join(&exec_id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let result = self
+            .run_exec(&shim, &record.id, &exec_id, &dir, process, timeout_seconds)
+            .await;
+        let _ = shim.delete(&record.id, &exec_id).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    async fn run_exec(
+        &self,
+        shim: &crate::shim::Shim,
+        id: &str,
+        exec_id: &str,
+        dir: &Path,
+        process: serde_json::Value,
+        timeout_seconds: i64,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
+        for p in [&out_path, &err_path] {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| RuntimeError::Internal(format!("mkfifo {}: {e}", p.display())))?;
+        }
+        // Open the read ends first so the shim's open for writing succeeds.
+        let stdout = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&out_path)?;
+        let stderr = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&err_path)?;
+        let json =
+            serde_json::to_vec(&process).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        shim.exec(
+            id,
+            exec_id,
+            json,
+            &out_path.display().to_string(),
+            &err_path.display().to_string(),
+            false,
+        )
+        .await?;
+        shim.start_process(id, exec_id).await?;
+        let budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(EXEC_OUTPUT_LIMIT));
+        let collect = async {
+            let (a, b) = tokio::join!(
+                read_capped(stdout, budget.clone()),
+                read_capped(stderr, budget.clone())
+            );
+            let (code, _) = shim
+                .wait(id, exec_id, Duration::from_secs(24 * 3600))
+                .await?;
+            Ok::<_, RuntimeError>((a, b, code))
+        };
+        let outcome = if timeout_seconds > 0 {
+            match tokio::time::timeout(Duration::from_secs(timeout_seconds as u64), collect).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let _ = shim.kill(id, exec_id, libc::SIGKILL as u32, false).await;
+                    return Err(RuntimeError::DeadlineExceeded(format!(
+                        "command timed out after {timeout_seconds}s and was killed"
+                    )));
+                }
+            }
+        } else {
+            collect.await?
+        };
+        Ok(ExecOutput {
+            stdout: outcome.0,
+            stderr: outcome.1,
+            exit_code: outcome.2 as i32,
+        })
+    }
+
+    /// Reads a container's cgroup usage and writable layer.
+    pub fn container_stats(
+        &self,
+        id: &str,
+        previous: Option<StatsSample>,
+    ) -> Result<(cri::ContainerStats, StatsSample), RuntimeError> {
+        let record = self.require_container(id)?;
+        let usage = cgroup::usage(&record.cgroup_path);
+        let now = now_nanos();
+        let sample = StatsSample {
+            at_nanos: now,
+            cpu_nanos: usage.cpu_usage_nanos,
+        };
+        let nano_cores = previous
+            .filter(|p| now > p.at_nanos && usage.cpu_usage_nanos >= p.cpu_nanos)
+            .map(|p| {
+                ((usage.cpu_usage_nanos - p.cpu_nanos) as f64 / (now - p.at_nanos) as f64 * 1e9)
+                    as u64
+            });
+        let upper = self
+            .images
+            .snapshots()
+            .root()
+            .join("rw")
+            .join(&record.id)
+            .join("upper");
+        let layer = crust_snapshot::dir_usage(&upper).unwrap_or_default();
+        let config = record_config(&record);
+        let value = |v: u64| Some(cri::UInt64Value { value: v });
+        let stats = cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: record.id.clone(),
+                metadata: config.metadata,
+                labels: record.labels.clone().into_iter().collect(),
+                annotations: record.annotations.clone().into_iter().collect(),
+            }),
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: value(usage.cpu_usage_nanos),
+                usage_nano_cores: nano_cores.and_then(value),
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: value(usage.memory_working_set),
+                usage_bytes: value(usage.memory_usage),
+                rss_bytes: value(usage.memory_rss),
+                page_faults: value(usage.page_faults),
+                major_page_faults: value(usage.major_page_faults),
+                ..Default::default()
+            }),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: self.images.snapshots().root().display().to_string(),
+                }),
+                used_bytes: value(layer.bytes),
+                inodes_used: value(layer.inodes),
+            }),
+            ..Default::default()
+        };
+        Ok((stats, sample))
+    }
+
+    pub fn container_ids(
+        &self,
+        filter: Option<&cri::ContainerStatsFilter>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .filter(|r| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || r.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| r.labels.get(k) == Some(v))
+            })
+            .map(|r| r.id)
+            .collect())
+    }
+
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &cri::LinuxContainerResources,
+    ) -> Result<(), RuntimeError> {
+        let record = self.require_container(id)?;
+        if record.state != ContainerState::Running && record.state != ContainerState::Created {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {} has exited",
+                record.id
+            )));
+        }
+        let json = serde_json::to_vec(&oci_resources(resources))
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        if record.state == ContainerState::Running {
+            let sandbox = self.require_sandbox(&record.sandbox_id)?;
+            self.shim_for(&sandbox)
+                .await?
+                .update(&record.id, json)
+                .await?;
+        }
+        // Keep the config in step so status and later starts see the change.
+        self.store.write(|tx| {
+            if let Some(mut r) = tx.get::<ContainerRecord>(&record.id)? {
+                let mut config = record_config(&r);
+                config.linux.get_or_insert_with(Default::default).resources =
+                    Some(resources.clone());
+                r.config = serde_json::to_value(&config).unwrap_or_default();
+                tx.put(&r)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let record = self.require_container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        let sandbox = self.require_sandbox(&record.sandbox_id)?;
+        // The shim reopens every log file of its pod on SIGUSR1.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sandbox.shim_pid as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .map_err(|e| {
+            RuntimeError::Internal(format!("signalling shim {}: {e}", sandbox.shim_pid))
+        })?;
+        Ok(())
+    }
+
+    /// Waits briefly for the pod's sandbox cgroup usage (pod stats).
+    pub fn pod_usage(&self, pod_id: &str) -> Result<(SandboxRecord, cgroup::Usage), RuntimeError> {
+        let sandbox = self.require_sandbox(pod_id)?;
+        let usage = if sandbox.cgroup_parent.is_empty() {
+            let mut total = cgroup::Usage::default();
+            for c in self.containers_of(&sandbox.id)? {
+                let u = cgroup::usage(&c.cgroup_path);
+                total.cpu_usage_nanos += u.cpu_usage_nanos;
+                total.memory_usage += u.memory_usage;
+                total.memory_working_set += u.memory_working_set;
+                total.memory_rss += u.memory_rss;
+                total.page_faults += u.page_faults;
+                total.major_page_faults += u.major_page_faults;
+            }
+            total
+        } else {
+            cgroup::usage(&sandbox.cgroup_parent)
+        };
+        Ok((sandbox, usage))
+    }
+}
+
+/// Reads a pipe to EOF, keeping at most what `budget` still allows.
+async fn read_capped(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    budget: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<u8> {
+    use std::sync::atomic::Ordering;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let allowed = budget
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        Some(left.saturating_sub(n))
+                    })
+                    .unwrap_or(0)
+                    .min(n);
+                out.extend_from_slice(&buf[..allowed]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+    }
+    tracing::trace!(
+        bytes = out.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "exec output read"
+    );
+    out
+}
+
+/// CRI resources as OCI LinuxResources JSON, for Update.
+fn oci_resources(r: &cri::LinuxContainerResources) -> serde_json::Value {
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), r.cpu_shares.into());
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), r.cpu_quota.into());
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), r.cpu_period.into());
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+    let mut memory = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        memory.insert("limit".into(), r.memory_limit_in_bytes.into());
+        let swap = if r.memory_swap_limit_in_bytes > 0 {
+            r.memory_swap_limit_in_bytes
+        } else {
+            r.memory_limit_in_bytes
+        };
+        memory.insert("swap".into(), swap.into());
+    }
+    let mut out = serde_json::json!({ "cpu": cpu, "memory": memory });
+    if !r.unified.is_empty() {
+        out["unified"] = serde_json::json!(r.unified);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_by_name_and_number() {
+        assert_eq!(signal_number(""), libc::SIGTERM as u32);
+        assert_eq!(signal_number("SIGUSR1"), libc::SIGUSR1 as u32);
+        assert_eq!(signal_number("usr1"), libc::SIGUSR1 as u32);
+        assert_eq!(signal_number("9"), 9);
+        assert_eq!(signal_number("SIGNOPE"), libc::SIGTERM as u32);
+    }
+
+    #[test]
+    fn resources_translate_to_oci() {
+        let r = cri::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50000,
+            cpu_period: 100000,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let json = oci_resources(&r);
+        assert_eq!(json["cpu"]["shares"], 512);
+        assert_eq!(json["cpu"]["quota"], 50000);
+        assert_eq!(json["memory"]["limit"], 64 << 20);
+        assert_eq!(json["memory"]["swap"], 64 << 20);
+    }
+}

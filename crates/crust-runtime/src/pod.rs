@@ -1,0 +1,430 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
+//! PodSandboxStatus and ListPodSandbox.
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crust_store::{ContainerRecord, SandboxRecord, SandboxState};
+
+use crate::namespaces::{self, NamespaceSet, PinnedNamespaces};
+use crate::shim::{self, Shim};
+use crate::{Pods, RuntimeError, cgroup, files, new_id, now_nanos, resolve_prefix};
+
+/// Size of a pod's /dev/shm, as Docker and containerd default to.
+const SHM_SIZE: &str = "size=65536k";
+
+fn namespace_mode(config: &cri::PodSandboxConfig) -> (i32, i32, i32) {
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    options.map_or((0, 0, 1), |o| (o.network, o.pid, o.ipc))
+}
+
+fn is_node(mode: i32) -> bool {
+    mode == cri::NamespaceMode::Node as i32
+}
+
+/// The unique name kubelet's metadata gives a pod.
+fn pod_name(meta: &cri::PodSandboxMetadata) -> String {
+    format!(
+        "{}_{}_{}_{}",
+        meta.name, meta.namespace, meta.uid, meta.attempt
+    )
+}
+
+fn validate(config: &cri::PodSandboxConfig) -> Result<&cri::PodSandboxMetadata, RuntimeError> {
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| RuntimeError::InvalidArgument("config.metadata is required".into()))?;
+    for (field, value) in [
+        ("name", &meta.name),
+        ("namespace", &meta.namespace),
+        ("uid", &meta.uid),
+    ] {
+        if value.is_empty() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "config.metadata.{field} is required"
+            )));
+        }
+        if value.contains('/') || value.chars().any(|c| c.is_control()) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "config.metadata.{field} {value:?} may not contain '/' or control characters"
+            )));
+        }
+    }
+    if config.hostname.len() > 253 || config.hostname.chars().any(|c| c.is_control() || c == '/') {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "config.hostname {:?} is not a valid host name",
+            config.hostname
+        )));
+    }
+    files::validate_dns(config.dns_config.as_ref()).map_err(RuntimeError::InvalidArgument)?;
+    if let Some(mapping) = config
+        .port_mappings
+        .iter()
+        .find(|p| p.container_port <= 0 || p.container_port > 65535)
+    {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "port mapping container_port {} is out of range",
+            mapping.container_port
+        )));
+    }
+    Ok(meta)
+}
+
+impl Pods {
+    pub(crate) fn sandbox(
+        &self,
+        id_or_prefix: &str,
+    ) -> Result<Option<SandboxRecord>, RuntimeError> {
+        let all = self.store.list::<SandboxRecord>()?;
+        let id = resolve_prefix(
+            all.iter().map(|s| s.id.as_str()),
+            id_or_prefix,
+            "pod sandbox",
+        )?;
+        Ok(id.and_then(|id| all.into_iter().find(|s| s.id == id)))
+    }
+
+    pub(crate) fn require_sandbox(&self, id: &str) -> Result<SandboxRecord, RuntimeError> {
+        self.sandbox(id)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    pub(crate) async fn shim_for(&self, sandbox: &SandboxRecord) -> Result<Shim, RuntimeError> {
+        let mut shims = self.shims.lock().await;
+        if let Some(shim) = shims.get(&sandbox.id) {
+            return Ok(shim.clone());
+        }
+        // After a crustd restart: the shim kept running; reconnect.
+        let shim = Shim::connect(&sandbox.shim_address).await?;
+        shims.insert(sandbox.id.clone(), shim.clone());
+        Ok(shim)
+    }
+
+    pub async fn run_pod_sandbox(
+        &self,
+        config: cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String, RuntimeError> {
+        let meta = validate(&config)?;
+        let name = pod_name(meta);
+        let (handler_name, handler_config) = self.config.handler(handler).ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!(
+                "runtime handler {handler:?} is not configured (known: {})",
+                self.config
+                    .runtime
+                    .handlers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let shim_binary = shim::resolve_binary(&handler_config.shim)?;
+        let lock = self.lock_for(&name);
+        let _held = lock.lock().await;
+        if let Some(holder) = self
+            .store
+            .list::<SandboxRecord>()?
+            .into_iter()
+            .find(|s| s.name == name)
+        {
+            return Err(RuntimeError::AlreadyExists(format!(
+                "pod sandbox name {name:?} is already in use by pod {}; remove it first",
+                holder.id
+            )));
+        }
+        let id = new_id();
+        let dir = self.config.state.join("pods").join(&id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            name,
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            attempt: meta.attempt,
+            state: SandboxState::Ready,
+            created_at: now_nanos(),
+            runtime_handler: handler_name.to_string(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            state_dir: dir.display().to_string(),
+            log_directory: config.log_directory.clone(),
+            config: serde_json::to_value(&config).unwrap_or_default(),
+            ..Default::default()
+        };
+        match self
+            .set_up_pod(&config, &dir, &shim_binary, &mut record)
+            .await
+        {
+            Ok(()) => {
+                self.store.put(&record)?;
+                tracing::info!(pod_id = %id, pod = %record.name, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                // Leave nothing half-made behind.
+                self.tear_down_pod(&record).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn set_up_pod(
+        &self,
+        config: &cri::PodSandboxConfig,
+        dir: &Path,
+        shim_binary: &Path,
+        record: &mut SandboxRecord,
+    ) -> Result<(), RuntimeError> {
+        let (network, _pid, ipc) = namespace_mode(config);
+        let host_network = is_node(network);
+        let host_ipc = is_node(ipc);
+        record.hostname = if host_network {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().to_string())
+                .unwrap_or_default()
+        } else {
+            config.hostname.clone()
+        };
+        let wanted = NamespaceSet {
+            net: !host_network,
+            ipc: !host_ipc,
+            uts: !host_network,
+        };
+        let pinned = namespaces::create(&dir.join("ns"), wanted, &record.hostname)
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        record.netns = path(&pinned.net);
+        record.ipcns = path(&pinned.ipc);
+        record.utsns = path(&pinned.uts);
+        files::write(
+            dir,
+            "resolv.conf",
+            &files::resolv_conf(config.dns_config.as_ref())?,
+        )?;
+        files::write(dir, "hosts", &files::hosts(&record.hostname))?;
+        files::write(dir, "hostname", &format!("{}\n", record.hostname))?;
+        if !host_ipc {
+            let shm = dir.join("shm");
+            std::fs::create_dir_all(&shm)?;
+            mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(SHM_SIZE),
+            )
+            .map_err(|e| RuntimeError::Internal(format!("mounting the pod's /dev/shm: {e}")))?;
+            record.shm = shm.display().to_string();
+        }
+        record.cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        if !record.cgroup_parent.is_empty()
+            && self.cgroup_driver == crust_config::CgroupDriver::Cgroupfs
+        {
+            record.created_cgroup = cgroup::ensure(&record.cgroup_parent).map_err(|e| {
+                RuntimeError::Internal(format!("creating pod cgroup {}: {e}", record.cgroup_parent))
+            })?;
+        }
+        let shim = Shim::start(shim_binary, &record.id, dir, &self.events_socket).await?;
+        record.shim_address = shim.address.clone();
+        record.shim_pid = shim.pid(&record.id).await.unwrap_or(0);
+        self.shims.lock().await.insert(record.id.clone(), shim);
+        Ok(())
+    }
+
+    /// Best effort: undo whatever of a pod exists (used by Remove and by a
+    /// failed Run).
+    async fn tear_down_pod(&self, record: &SandboxRecord) {
+        let shim = self.shims.lock().await.remove(&record.id);
+        let shim = match shim {
+            Some(s) => Some(s),
+            None if !record.shim_address.is_empty() => {
+                Shim::connect(&record.shim_address).await.ok()
+            }
+            None => None,
+        };
+        if let Some(shim) = shim {
+            let _ = shim.shutdown(&record.id).await;
+        }
+        if record.shim_pid > 0 {
+            // A shim that ignored Shutdown is ours to end.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(record.shim_pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let pinned = PinnedNamespaces {
+            net: (!record.netns.is_empty()).then(|| record.netns.clone().into()),
+            ipc: (!record.ipcns.is_empty()).then(|| record.ipcns.clone().into()),
+            uts: (!record.utsns.is_empty()).then(|| record.utsns.clone().into()),
+        };
+        if let Err(e) = namespaces::remove(&pinned) {
+            tracing::warn!(pod_id = %record.id, error = %e, "cannot unpin namespaces");
+        }
+        if !record.shm.is_empty() {
+            let _ = umount2(Path::new(&record.shm), MntFlags::MNT_DETACH);
+        }
+        if record.created_cgroup
+            && let Err(e) = cgroup::remove(&record.cgroup_parent)
+        {
+            tracing::warn!(pod_id = %record.id, error = %e, "cannot remove pod cgroup");
+        }
+        if !record.state_dir.is_empty() {
+            let _ = std::fs::remove_dir_all(&record.state_dir);
+        }
+    }
+
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(record) = self.sandbox(id)? else {
+            return Ok(()); // CRI: stopping an unknown pod succeeds
+        };
+        let lock = self.lock_for(&record.id);
+        let _held = lock.lock().await;
+        for container in self.containers_of(&record.id)? {
+            self.stop_container_inner(&container, 0).await?;
+        }
+        self.store.write(|tx| {
+            if let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? {
+                r.state = SandboxState::NotReady;
+                tx.put(&r)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(record) = self.sandbox(id)? else {
+            return Ok(());
+        };
+        self.stop_pod_sandbox(&record.id).await?;
+        let lock = self.lock_for(&record.id);
+        let _held = lock.lock().await;
+        for container in self.containers_of(&record.id)? {
+            self.remove_container_inner(&container).await?;
+        }
+        self.tear_down_pod(&record).await;
+        self.store.delete::<SandboxRecord>(&record.id)?;
+        tracing::info!(pod_id = %record.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub(crate) fn containers_of(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        Ok(self
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .filter(|c| c.sandbox_id == pod_id)
+            .collect())
+    }
+
+    pub fn pod_sandbox_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::PodSandboxStatusResponse, RuntimeError> {
+        let record = self.require_sandbox(id)?;
+        let config: cri::PodSandboxConfig =
+            serde_json::from_value(record.config.clone()).unwrap_or_default();
+        let (network, pid, ipc) = namespace_mode(&config);
+        let status = cri::PodSandboxStatus {
+            id: record.id.clone(),
+            metadata: config.metadata.clone(),
+            state: sandbox_state(&record) as i32,
+            created_at: record.created_at,
+            network: Some(cri::PodSandboxNetworkStatus::default()),
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: Some(cri::NamespaceOption {
+                        network,
+                        pid,
+                        ipc,
+                        ..Default::default()
+                    }),
+                }),
+            }),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+            runtime_handler: record.runtime_handler.clone(),
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let details = serde_json::json!({
+                "pid": record.shim_pid,
+                "shimAddress": record.shim_address,
+                "netNamespacePath": record.netns,
+                "ipcNamespacePath": record.ipcns,
+                "utsNamespacePath": record.utsns,
+                "runtimeHandler": record.runtime_handler,
+                "cgroupParent": record.cgroup_parent,
+                "config": record.config,
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            ..Default::default()
+        })
+    }
+
+    pub fn list_pod_sandbox(
+        &self,
+        filter: Option<&cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>, RuntimeError> {
+        let records = self.store.list::<SandboxRecord>()?;
+        Ok(records
+            .into_iter()
+            .filter(|r| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || r.id.starts_with(&f.id))
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|s| s.state == sandbox_state(r) as i32)
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| r.labels.get(k) == Some(v))
+            })
+            .map(|r| {
+                let config: cri::PodSandboxConfig =
+                    serde_json::from_value(r.config.clone()).unwrap_or_default();
+                cri::PodSandbox {
+                    id: r.id.clone(),
+                    metadata: config.metadata,
+                    state: sandbox_state(&r) as i32,
+                    created_at: r.created_at,
+                    labels: r.labels.clone().into_iter().collect(),
+                    annotations: r.annotations.clone().into_iter().collect(),
+                    runtime_handler: r.runtime_handler.clone(),
+                }
+            })
+            .collect())
+    }
+}
+
+fn sandbox_state(record: &SandboxRecord) -> cri::PodSandboxState {
+    match record.state {
+        SandboxState::Ready => cri::PodSandboxState::SandboxReady,
+        SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
+    }
+}

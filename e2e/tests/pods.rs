@@ -1,0 +1,573 @@
+//! Pods and containers through the CRI socket: real shims, namespaces,
+//! cgroups and overlay rootfs.
+
+use std::time::Duration;
+
+use crust_e2e::{Crustd, container_config, cri, image_ref, pod_config};
+use nix::sys::signal::Signal;
+
+const BUSYBOX: &str = "crust-test/busybox:latest";
+
+async fn ready(crustd: &Crustd) -> crust_e2e::CriClient {
+    let mut c = crustd.client().await;
+    c.pull(&image_ref(BUSYBOX)).await.unwrap();
+    c
+}
+
+fn log_records(path: &str) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let ts = parts.next().unwrap().to_string();
+            assert!(
+                ts.contains('T') && ts.ends_with('Z'),
+                "RFC3339Nano timestamp: {l}"
+            );
+            let stream = parts.next().unwrap().to_string();
+            let tag = parts.next().unwrap().to_string();
+            let content = parts.next().unwrap_or("").to_string();
+            (stream, tag, content)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pod_with_a_long_running_and_an_exiting_container() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "two");
+    let pod = c.run_pod(&pod_cfg).await;
+    assert_eq!(pod.len(), 64);
+    let sleeper = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("sleeper", &image_ref(BUSYBOX), &["sleep", "3600"]),
+        )
+        .await;
+    let long_line = "x".repeat(20 * 1024);
+    let script = format!("echo to-stdout; echo to-stderr >&2; echo {long_line}; exit 3");
+    let quitter = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("quitter", &image_ref(BUSYBOX), &["sh", "-c", &script]),
+        )
+        .await;
+    let done = c.wait_exited(&quitter, Duration::from_secs(20)).await;
+    assert_eq!(done.exit_code, 3);
+    assert_eq!(done.reason, "Error");
+    assert!(done.finished_at >= done.started_at && done.started_at > 0);
+    let running = c.container_status(&sleeper).await;
+    assert_eq!(running.state, cri::ContainerState::ContainerRunning as i32);
+    // CRI log format: both streams, and the 20 KiB line split into a
+    // 16 KiB partial plus the final rest.
+    let records = log_records(&done.log_path);
+    assert!(
+        records.contains(&("stdout".into(), "F".into(), "to-stdout".into())),
+        "{records:?}"
+    );
+    assert!(
+        records.contains(&("stderr".into(), "F".into(), "to-stderr".into())),
+        "{records:?}"
+    );
+    let parts: Vec<_> = records.iter().filter(|r| r.2.starts_with("xxx")).collect();
+    assert_eq!(
+        parts.len(),
+        2,
+        "{:?}",
+        parts
+            .iter()
+            .map(|p| (p.1.clone(), p.2.len()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!((parts[0].1.as_str(), parts[0].2.len()), ("P", 16 * 1024));
+    assert_eq!((parts[1].1.as_str(), parts[1].2.len()), ("F", 4 * 1024));
+    // Listing with filters.
+    let listed = c
+        .runtime
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod[..12].to_string(),
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![sleeper.clone()]
+    );
+    let pods = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: [("app".to_string(), "two".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    // Stop and remove: everything goes, twice is fine.
+    for _ in 0..2 {
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let stopped = c.container_status(&sleeper).await;
+    assert_eq!(stopped.state, cri::ContainerState::ContainerExited as i32);
+    let pid_dir = crustd.state().join("pods").join(&pod);
+    for _ in 0..2 {
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    assert!(!pid_dir.exists(), "pod state dir left behind");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(crustd.dir.path().to_str().unwrap()),
+        "mounts left behind:\n{mounts}"
+    );
+    assert!(
+        c.runtime
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn exec_sync_output_exit_code_and_timeout() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "exec");
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("main", &image_ref(BUSYBOX), &["sleep", "3600"]),
+        )
+        .await;
+    let r = c
+        .exec_sync(&id, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"out\n");
+    assert_eq!(r.stderr, b"err\n");
+    assert_eq!(r.exit_code, 7);
+    let r = c.exec_sync(&id, &["hostname"], 10).await.unwrap();
+    assert_eq!(r.stdout, b"exec\n", "the pod's hostname");
+    let started = std::time::Instant::now();
+    let err = c.exec_sync(&id, &["sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The timed-out process was killed.
+    let ps = c.exec_sync(&id, &["ps"], 10).await.unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(!ps.contains("sleep 30"), "{ps}");
+    let err = c.exec_sync("nonexistent", &["true"], 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn stop_uses_the_image_stop_signal() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let image = image_ref("crust-test/busybox:stopsignal");
+    c.pull(&image).await.unwrap();
+    let pod_cfg = pod_config(&crustd, "stopsig");
+    let pod = c.run_pod(&pod_cfg).await;
+    let mut config = container_config("trap", &image, &[]);
+    config.command.clear();
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    c.runtime
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGUSR1 should stop it at once"
+    );
+    let status = c.container_status(&id).await;
+    assert_eq!(status.exit_code, 0, "the trap exits 0 on SIGUSR1");
+    assert_eq!(status.reason, "Completed");
+    let log = std::fs::read_to_string(&status.log_path).unwrap();
+    assert!(log.contains("got-usr1"), "{log}");
+}
+
+#[tokio::test]
+async fn memory_limit_oom_kill_is_reported() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "oom");
+    let pod = c.run_pod(&pod_cfg).await;
+    let mut config = container_config(
+        "hog",
+        &image_ref(BUSYBOX),
+        &["sh", "-c", "head -c 256m /dev/zero | tail"],
+    );
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    let status = c.wait_exited(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.reason, "OOMKilled", "{status:?}");
+    assert_eq!(status.exit_code, 137);
+}
+
+fn cgroup_file(cgroup: &str, v1_controller: &str, name: &str) -> String {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = if v2 {
+        format!("/sys/fs/cgroup{cgroup}/{name}")
+    } else {
+        format!("/sys/fs/cgroup/{v1_controller}{cgroup}/{name}")
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn limits_land_in_the_cgroup_and_can_be_updated() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "limits");
+    let pod = c.run_pod(&pod_cfg).await;
+    let mut config = container_config("limited", &image_ref(BUSYBOX), &["sleep", "3600"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    let cgroup = format!("{}/{id}", pod_cfg.linux.as_ref().unwrap().cgroup_parent);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        assert_eq!(
+            cgroup_file(&cgroup, "memory", "memory.max"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(
+            cgroup_file(&cgroup, "memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.shares"), "512");
+    }
+    c.runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                cpu_quota: 20_000,
+                cpu_period: 100_000,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    if v2 {
+        assert_eq!(
+            cgroup_file(&cgroup, "memory", "memory.max"),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.max"), "20000 100000");
+    } else {
+        assert_eq!(
+            cgroup_file(&cgroup, "memory", "memory.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.cfs_quota_us"), "20000");
+    }
+    // Stats are read from the same cgroup.
+    let _ = c
+        .exec_sync(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+            ],
+            20,
+        )
+        .await
+        .unwrap();
+    let stats = c
+        .runtime
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let pod_stats = c
+        .runtime
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(pod_stats.linux.unwrap().containers.len(), 1);
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory{cgroup}")).exists(),
+        "container cgroup left"
+    );
+}
+
+#[tokio::test]
+async fn names_are_unique_and_ids_accept_prefixes() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "names");
+    let pod = c.run_pod(&pod_cfg).await;
+    let err = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(
+        err.message().contains(&pod),
+        "names the holder: {}",
+        err.message()
+    );
+    let config = container_config("one", &image_ref(BUSYBOX), &["sleep", "60"]);
+    let id = c.run_container(&pod, &pod_cfg, config.clone()).await;
+    let err = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains(&id));
+    assert_eq!(c.container_status(&id[..10]).await.id, id);
+    let err = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config(
+                "two",
+                "crust-test/not-pulled:1",
+                &["true"],
+            )),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig::default()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&crustd, "other")),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("kata"));
+    // Unknown ids: stop/remove succeed, status is NotFound.
+    c.runtime
+        .stop_container(cri::StopContainerRequest {
+            container_id: "feedbeef".into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    c.runtime
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: "feedbeef".into(),
+        })
+        .await
+        .unwrap();
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: "feedbeef".into(),
+        })
+        .await
+        .unwrap();
+    let err = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: "feedbeef".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn host_network_pod_sees_the_host() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let mut pod_cfg = pod_config(&crustd, "hostnet");
+    pod_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("main", &image_ref(BUSYBOX), &["sleep", "3600"]),
+        )
+        .await;
+    let inside = c
+        .exec_sync(&id, &["readlink", "/proc/self/ns/net"], 10)
+        .await
+        .unwrap();
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        host.to_str().unwrap()
+    );
+    let hostname = c.exec_sync(&id, &["hostname"], 10).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&hostname.stdout).trim(),
+        nix::unistd::gethostname().unwrap().to_str().unwrap()
+    );
+    // A pod with its own network does not.
+    let own_cfg = pod_config(&crustd, "ownnet");
+    let own = c.run_pod(&own_cfg).await;
+    let id2 = c
+        .run_container(
+            &own,
+            &own_cfg,
+            container_config("main", &image_ref(BUSYBOX), &["sleep", "3600"]),
+        )
+        .await;
+    let inside = c
+        .exec_sync(&id2, &["readlink", "/proc/self/ns/net"], 10)
+        .await
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        host.to_str().unwrap()
+    );
+    let links = c
+        .exec_sync(&id2, &["cat", "/proc/net/dev"], 10)
+        .await
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).to_string();
+    assert!(
+        links.contains("lo:") && links.lines().count() == 3,
+        "only lo in a pod netns: {links}"
+    );
+}
+
+#[tokio::test]
+async fn containers_survive_crustd_being_killed() {
+    let mut crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "survivor");
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("main", &image_ref(BUSYBOX), &["sleep", "3600"]),
+        )
+        .await;
+    let before = c
+        .exec_sync(&id, &["cat", "/proc/1/stat"], 10)
+        .await
+        .unwrap()
+        .stdout;
+    crustd.stop_with(Signal::SIGKILL);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let status = c.container_status(&id).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    let after = c
+        .exec_sync(&id, &["cat", "/proc/1/stat"], 10)
+        .await
+        .unwrap()
+        .stdout;
+    assert_eq!(before, after, "the same process kept running");
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
