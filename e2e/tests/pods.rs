@@ -434,14 +434,16 @@ async fn names_are_unique_and_ids_accept_prefixes() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("kata"));
-    // Unknown ids: stop/remove succeed, status is NotFound.
-    c.runtime
+    // Unknown ids: removal succeeds (idempotent); stop and status say NotFound.
+    let err = c
+        .runtime
         .stop_container(cri::StopContainerRequest {
             container_id: "feedbeef".into(),
             timeout: 0,
         })
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
     c.runtime
         .remove_container(cri::RemoveContainerRequest {
             container_id: "feedbeef".into(),

@@ -172,7 +172,9 @@ pub fn container_spec(
         lcaps.set_ambient(Some(caps.ambient.clone()));
     }
     process.set_capabilities(Some(lcaps));
-    process.set_no_new_privileges(Some(scv.no_new_privs));
+    // Absent rather than `false`: youki loads seccomp after dropping
+    // capabilities when the field is present, which fails without NNP.
+    process.set_no_new_privileges(scv.no_new_privs.then_some(true));
     process.set_oom_score_adj(res.oom_score_adj);
 
     // Root and mounts.

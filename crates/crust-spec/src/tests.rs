@@ -149,7 +149,7 @@ fn full_spec_for_a_typical_container() {
     assert_eq!((p.user().uid(), p.user().gid()), (1000, 1000));
     assert_eq!(p.user().additional_gids().as_ref().unwrap(), &[1000]);
     assert_eq!(p.terminal(), Some(false));
-    assert_eq!(p.no_new_privileges(), Some(false));
+    assert_eq!(p.no_new_privileges(), None);
     assert_eq!(p.oom_score_adj(), Some(-500), "clamped to the host minimum");
     assert!(p.rlimits().is_none(), "no default rlimits (containerd CRI)");
     assert!(p.apparmor_profile().is_none() && p.selinux_label().is_none());
