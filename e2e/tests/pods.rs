@@ -573,3 +573,98 @@ async fn containers_survive_crustd_being_killed() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn containers_of_a_pod_share_one_pid_namespace() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let mut pod_cfg = pod_config(&crustd, "sharedpid");
+    pod_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = c.run_pod(&pod_cfg).await;
+    let a = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("a", &image_ref(BUSYBOX), &["sleep", "1111"]),
+        )
+        .await;
+    let b = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("b", &image_ref(BUSYBOX), &["sleep", "2222"]),
+        )
+        .await;
+    let ps = c
+        .exec_sync(&b, &["ps", "-o", "pid,args"], 10)
+        .await
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(
+        ps.contains("sleep 1111") && ps.contains("sleep 2222"),
+        "{ps}"
+    );
+    let first = ps.lines().nth(1).unwrap_or("").trim().to_string();
+    assert!(first.starts_with("1 "), "the pod init is PID 1: {ps}");
+    // With CONTAINER mode each container sees only itself.
+    let mut own_cfg = pod_config(&crustd, "ownpid");
+    own_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Container as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let own = c.run_pod(&own_cfg).await;
+    let d = c
+        .run_container(
+            &own,
+            &own_cfg,
+            container_config("d", &image_ref(BUSYBOX), &["sleep", "3333"]),
+        )
+        .await;
+    let ps = c
+        .exec_sync(&d, &["ps", "-o", "pid,args"], 10)
+        .await
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(!ps.contains("sleep 1111"), "{ps}");
+    assert!(
+        ps.lines().any(|l| l.trim().starts_with("1 sleep 3333")),
+        "{ps}"
+    );
+    let _ = a;
+    // Removing the pod ends its init and every process in it.
+    let status = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let init = info["podInitPid"].as_u64().unwrap();
+    let shim = info["pid"].as_u64().unwrap();
+    assert!(init > 0 && std::path::Path::new(&format!("/proc/{init}")).exists());
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for pid in [init, shim] {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "process {pid} outlived its pod");
+    }
+}

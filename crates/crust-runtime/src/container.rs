@@ -212,7 +212,8 @@ impl Pods {
             netns_path: path(&sandbox.netns),
             ipcns_path: path(&sandbox.ipcns),
             utsns_path: path(&sandbox.utsns),
-            pidns_path: None,
+            pidns_path: (sandbox.pod_init_pid > 0)
+                .then(|| PathBuf::from(format!("/proc/{}/ns/pid", sandbox.pod_init_pid))),
             host_pid: pod_config
                 .linux
                 .as_ref()

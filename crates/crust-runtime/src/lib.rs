@@ -7,6 +7,7 @@ pub mod events;
 mod files;
 pub mod namespaces;
 mod pod;
+pub mod pod_init;
 pub mod shim;
 
 use std::collections::HashMap;

@@ -23,7 +23,7 @@ fn namespace_mode(config: &cri::PodSandboxConfig) -> (i32, i32, i32) {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref());
-    options.map_or((0, 0, 1), |o| (o.network, o.pid, o.ipc))
+    options.map_or((0, 0, 0), |o| (o.network, o.pid, o.ipc))
 }
 
 fn is_node(mode: i32) -> bool {
@@ -188,7 +188,7 @@ impl Pods {
         shim_binary: &Path,
         record: &mut SandboxRecord,
     ) -> Result<(), RuntimeError> {
-        let (network, _pid, ipc) = namespace_mode(config);
+        let (network, pid, ipc) = namespace_mode(config);
         let host_network = is_node(network);
         let host_ipc = is_node(ipc);
         record.hostname = if host_network {
@@ -245,6 +245,10 @@ impl Pods {
                 RuntimeError::Internal(format!("creating pod cgroup {}: {e}", record.cgroup_parent))
             })?;
         }
+        if pid == cri::NamespaceMode::Pod as i32 {
+            let crustd = std::env::current_exe()?;
+            record.pod_init_pid = crate::pod_init::spawn(&crustd).await?;
+        }
         let shim = Shim::start(shim_binary, &record.id, dir, &self.events_socket).await?;
         record.shim_address = shim.address.clone();
         record.shim_pid = shim.pid(&record.id).await.unwrap_or(0);
@@ -270,6 +274,13 @@ impl Pods {
             // A shim that ignored Shutdown is ours to end.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(record.shim_pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if record.pod_init_pid > 0 {
+            // Ending PID 1 ends every process left in the namespace.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(record.pod_init_pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
@@ -371,6 +382,7 @@ impl Pods {
         if verbose {
             let details = serde_json::json!({
                 "pid": record.shim_pid,
+                "podInitPid": record.pod_init_pid,
                 "shimAddress": record.shim_address,
                 "netNamespacePath": record.netns,
                 "ipcNamespacePath": record.ipcns,

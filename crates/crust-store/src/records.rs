@@ -84,6 +84,9 @@ pub struct SandboxRecord {
     /// The pod's /dev/shm (a tmpfs under state_dir); empty with host IPC.
     pub shm: String,
     pub hostname: String,
+    /// Host PID of the pod's init when its containers share one PID
+    /// namespace (0 otherwise).
+    pub pod_init_pid: u32,
     pub cgroup_parent: String,
     /// Whether crust created the pod cgroup (and so removes it).
     pub created_cgroup: bool,

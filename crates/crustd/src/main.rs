@@ -35,6 +35,10 @@ struct Cli {
 enum Command {
     /// Run the daemon (what crustd does without a command).
     Run,
+    /// PID 1 of a pod whose containers share a PID namespace (started by
+    /// crustd itself, not meant to be run by hand).
+    #[command(hide = true)]
+    PodInit,
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -62,6 +66,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::PodInit) = cli.command {
+        return Ok(crust_runtime::pod_init::run()?);
+    }
     if let Some(Command::Config {
         action: ConfigAction::Default,
     }) = cli.command

@@ -1,0 +1,74 @@
+//! The init process of a pod that shares one PID namespace among its
+//! containers (NamespaceMode POD): it is PID 1 there, reaps orphans, and
+//! keeps the namespace alive. crustd runs it as `crustd pod-init`.
+
+use std::path::Path;
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+
+/// Entry point of `crustd pod-init`: prints the init's host PID and
+/// returns; the init itself never returns.
+pub fn run() -> std::io::Result<()> {
+    // A new session, so signals meant for crustd's group don't reach it.
+    let _ = nix::unistd::setsid();
+    unshare(CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: this process has a single thread here (a fresh `crustd
+    // pod-init` before any runtime starts), so fork is sound.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => {
+            println!("{child}");
+            Ok(())
+        }
+        ForkResult::Child => {
+            // Let go of crustd's pipes: it reads our stdout to EOF.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                use std::os::fd::AsRawFd;
+                for fd in 0..3 {
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            reap_forever()
+        }
+    }
+}
+
+fn reap_forever() -> ! {
+    // As PID 1 the kernel only delivers signals we handle; reaping is all
+    // there is to do.
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(_) => {}
+            Err(nix::Error::ECHILD) => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Starts a pod init with `binary pod-init`; returns its host PID.
+pub async fn spawn(binary: &Path) -> Result<u32, crate::RuntimeError> {
+    let output = tokio::process::Command::new(binary)
+        .arg("pod-init")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| crate::RuntimeError::Internal(format!("cannot start pod init: {e}")))?;
+    let pid = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse::<u32>();
+    match pid {
+        Ok(pid) if output.status.success() => Ok(pid),
+        _ => Err(crate::RuntimeError::Internal(format!(
+            "pod init failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))),
+    }
+}
