@@ -1,0 +1,248 @@
+//! Container operations with youki's libcontainer. Every function here runs
+//! inside a helper (see `helper.rs`), never in the shim process itself.
+
+use std::error::Error;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_shim::cgroup::{collect_metrics, collect_metrics_v2, get_cgroup};
+use containerd_shim::util::convert_to_any;
+use containerd_shim_protos::protobuf::Message;
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
+use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::helper::Reply;
+use crate::io::ChildFds;
+
+/// An error with its whole chain of causes, for the caller to act on.
+pub fn chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+fn err(e: impl Error) -> String {
+    chain(&e)
+}
+
+/// `slice:prefix:name` is the systemd cgroup driver's form of cgroupsPath;
+/// cgroupfs paths are absolute.
+pub fn is_systemd_path(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    !s.starts_with('/') && s.split(':').count() == 3
+}
+
+fn builder(root: &Path, id: &str, stdio: Option<&ChildFds>, console: Option<&Console>) -> Result<ContainerBuilder, String> {
+    let mut b = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+        .validate_id()
+        .map_err(err)?
+        .with_root_path(root)
+        .map_err(err)?
+        .with_console_socket(console.map(|c| c.path.clone()));
+    if let Some(s) = stdio {
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(err);
+        b = b
+            .with_stdin(dup(&s.stdin)?)
+            .with_stdout(dup(&s.stdout)?)
+            .with_stderr(dup(&s.stderr)?);
+    }
+    Ok(b)
+}
+
+/// Creates the container; its init waits for `start`. Replies with the
+/// init pid, and the pty master when the process has a terminal.
+pub fn create(root: &Path, id: &str, bundle: &Path, stdio: Option<&ChildFds>, terminal: bool) -> Result<Reply, String> {
+    let spec = Spec::load(bundle.join("config.json")).map_err(err)?;
+    let systemd = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref())
+        .is_some_and(is_systemd_path);
+    let console = terminal.then(|| Console::bind(root, id)).transpose()?;
+    let container = builder(root, id, stdio, console.as_ref())?
+        .as_init(bundle)
+        .with_systemd(systemd)
+        .with_detach(true)
+        .build()
+        .map_err(err)?;
+    let pid = container.pid().ok_or("libcontainer reported no init pid")?;
+    let fd = console.map(|c| c.receive()).transpose()?;
+    Ok(Reply {
+        data: pid.as_raw().to_string().into_bytes(),
+        fd,
+    })
+}
+
+/// Lets the created container's init exec the process.
+pub fn start(root: &Path, id: &str) -> Result<Reply, String> {
+    let mut c = Container::load(root.join(id)).map_err(err)?;
+    c.start().map_err(err)?;
+    Ok(Reply::default())
+}
+
+/// Starts an exec process (a libcontainer "tenant") in the container's
+/// namespaces and cgroup. `process` is the OCI Process as JSON.
+pub fn exec(
+    root: &Path,
+    id: &str,
+    exec_id: &str,
+    process: &[u8],
+    stdio: Option<&ChildFds>,
+    terminal: bool,
+) -> Result<Reply, String> {
+    let path = root.join(id).join(format!("exec-{exec_id}.json"));
+    fs::write(&path, process).map_err(err)?;
+    let console = match terminal.then(|| Console::bind(root, id)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let built = builder(root, id, stdio, console.as_ref()).and_then(|b| {
+        b.as_tenant()
+            .with_process(Some(&path))
+            .with_detach(true)
+            .build()
+            .map_err(err)
+    });
+    let _ = fs::remove_file(&path);
+    let pid = built?;
+    let fd = console.map(|c| c.receive()).transpose()?;
+    Ok(Reply {
+        data: pid.as_raw().to_string().into_bytes(),
+        fd,
+    })
+}
+
+/// Removes the container: kills what is left, removes its cgroup and state.
+pub fn delete(root: &Path, id: &str) -> Result<Reply, String> {
+    let dir = root.join(id);
+    if !dir.join("state.json").exists() {
+        let _ = fs::remove_dir_all(&dir);
+        return Ok(Reply::default());
+    }
+    let mut c = Container::load(dir).map_err(err)?;
+    c.delete(true).map_err(err)?;
+    Ok(Reply::default())
+}
+
+/// Applies new resource limits (OCI LinuxResources as JSON) to the
+/// container's cgroup.
+pub fn update(root: &Path, id: &str, resources: &[u8]) -> Result<Reply, String> {
+    let resources: LinuxResources =
+        serde_json::from_slice(resources).map_err(|e| format!("resources: {e}"))?;
+    let c = Container::load(root.join(id)).map_err(err)?;
+    let config = c.spec().map_err(err)?;
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: c.systemd(),
+        container_name: id.to_owned(),
+    })
+    .map_err(err)?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(err)?;
+    Ok(Reply::default())
+}
+
+/// The cgroup metrics of `pid`'s cgroup, as a serialized protobuf `Any`
+/// (containerd's cgroups v1 or v2 `Metrics`).
+pub fn stats(pid: u32) -> Result<Reply, String> {
+    let cgroup = get_cgroup(pid).map_err(err)?;
+    let any = if cgroup.v2() {
+        convert_to_any(Box::new(collect_metrics_v2(&cgroup).map_err(err)?))
+    } else {
+        convert_to_any(Box::new(collect_metrics(&cgroup).map_err(err)?))
+    }
+    .map_err(err)?;
+    Ok(Reply::data(any.write_to_bytes().map_err(err)?))
+}
+
+/// The socket a container's init sends its pty master to.
+struct Console {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Console {
+    fn bind(root: &Path, id: &str) -> Result<Console, String> {
+        // Bound by a short relative name: the absolute path may be longer
+        // than a socket address allows. The helper may chdir freely.
+        std::env::set_current_dir(root).map_err(err)?;
+        let name = format!("tty-{}-{}.sock", &id[..id.len().min(12)], std::process::id());
+        let _ = fs::remove_file(&name);
+        let listener = UnixListener::bind(&name).map_err(|e| format!("console socket: {e}"))?;
+        Ok(Console {
+            listener,
+            path: root.join(name),
+        })
+    }
+
+    fn receive(self) -> Result<OwnedFd, String> {
+        let _ = fs::remove_file(&self.path);
+        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::try_from(Duration::from_secs(10)).unwrap_or(PollTimeout::MAX))
+            .map_err(err)?;
+        if ready == 0 {
+            return Err("the container sent no terminal".into());
+        }
+        let (conn, _) = self.listener.accept().map_err(err)?;
+        let mut buf = [0u8; 256];
+        match crate::sys::recv_with_fd(conn.as_fd(), &mut buf).map_err(err)? {
+            (_, Some(fd)) => Ok(fd),
+            (_, None) => Err("the container sent no terminal fd".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths() {
+        assert!(is_systemd_path(Path::new("kubepods-besteffort.slice:cri-containerd:abc")));
+        assert!(!is_systemd_path(Path::new("/kubepods/besteffort/podx/abc")));
+        assert!(!is_systemd_path(Path::new("/a:b:c")));
+    }
+}
+
+/// Mounts the rootfs mounts containerd passes in CreateTaskRequest (crustd
+/// passes none: it mounts the rootfs itself) onto `<bundle>/rootfs`.
+pub fn mount_rootfs(mounts: &[containerd_shim_protos::types::mount::Mount], target: &Path) -> Result<(), String> {
+    for m in mounts {
+        let r = containerd_shim::mount::mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, target);
+        if let Err(e) = r {
+            unmount_rootfs(target);
+            return Err(format!("mount rootfs {} on {}: {e}", m.source, target.display()));
+        }
+    }
+    Ok(())
+}
+
+pub fn unmount_rootfs(target: &Path) {
+    if let Err(e) = containerd_shim::mount::umount_recursive(target.to_str(), 0) {
+        log::warn!("unmount {}: {e}", target.display());
+    }
+}
