@@ -609,3 +609,39 @@ async fn killed_mid_pull_then_restarted_pulls_correctly() {
     let big = layer_dir(&crustd, info["chainID"].as_str().unwrap()).join("big.bin");
     assert_eq!(std::fs::metadata(big).unwrap().len(), 64 << 20);
 }
+
+#[tokio::test]
+async fn a_stalled_registry_cancels_the_pull_with_a_clear_error() {
+    // A "registry" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().take(4).flatten() {
+            open.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let crustd = Crustd::start_with(CrustdOptions {
+        extra_config: "registries:\n  pull_progress_timeout_seconds: 2\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    let started = std::time::Instant::now();
+    let err = c
+        .pull(&format!("127.0.0.1:{port}/stalled/image:1"))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cancelled after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.code() == tonic::Code::DeadlineExceeded || err.message().contains("timed out"),
+        "{err:?}"
+    );
+    assert!(c.list_images().await.is_empty());
+    drop(held);
+}
