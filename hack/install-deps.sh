@@ -9,7 +9,8 @@ packages=(
   docker-registry              # local OCI registry for pull tests (hack/registry.sh)
   containernetworking-plugins  # CNI plugins (bridge, host-local, loopback, portmap)
   busybox-static               # the test images' userland (hack/build-test-images.py)
-  iptables iproute2            # CNI portmap/bridge, netns inspection in tests
+  iptables iproute2 nftables   # CNI portmap/bridge, netns inspection and cleanup in tests
+  attr                         # getfattr: tests check overlay xattrs
   zstd                         # zstd layers in the test images
   apache2-utils                # htpasswd, for the auth registry
   curl jq python3 util-linux   # scripts: HTTP probes, JSON, image builder, nsenter/unshare

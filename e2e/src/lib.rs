@@ -86,15 +86,31 @@ impl Crustd {
             .expect("temp dir");
         let socket = dir.path().join("state/crust.sock");
         let config_path = dir.path().join("config.yaml");
+        // Pods need a network config: a loopback-only one unless the test
+        // brings its own.
+        let mut extra_config = options.extra_config.clone();
+        if !extra_config.contains("cni:") {
+            let cni_dir = dir.path().join("cni");
+            std::fs::create_dir_all(&cni_dir).unwrap();
+            std::fs::write(
+                cni_dir.join("10-loopback.conflist"),
+                r#"{"cniVersion":"1.0.0","name":"loopback-only","plugins":[{"type":"loopback"}]}"#,
+            )
+            .unwrap();
+            extra_config.push_str(&format!(
+                "cni:\n  conf_dir: {}\n  bin_dirs: [/usr/lib/cni, /opt/cni/bin]\n",
+                cni_dir.display()
+            ));
+        }
         let config = format!(
             "root: {root}\nstate: {state}\nsocket: {socket}\n{extra}",
             root = dir.path().join("root").display(),
             state = dir.path().join("state").display(),
             socket = socket.display(),
-            extra = if options.extra_config.contains("metrics:") {
-                options.extra_config.clone()
+            extra = if extra_config.contains("metrics:") {
+                extra_config
             } else {
-                format!("metrics:\n  address: \"\"\n{}", options.extra_config)
+                format!("metrics:\n  address: \"\"\n{extra_config}")
             },
         );
         std::fs::write(&config_path, config).unwrap();

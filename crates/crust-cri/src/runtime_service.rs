@@ -486,13 +486,11 @@ impl Cri {
                 &format!("crust's root dir {} is gone", rt.config.root.display()),
             ),
         };
-        // Tell the truth: until CNI support lands no pod gets a network.
-        let network_ready = condition(
-            NETWORK_READY,
-            false,
-            "NetworkPluginNotReady",
-            "crust does not run CNI plugins yet: pods would get only a loopback interface",
-        );
+        // Tell the truth: pods get a network only with a valid CNI config.
+        let network_ready = match rt.pods.network_status() {
+            Ok(()) => condition(NETWORK_READY, true, "", ""),
+            Err(reason) => condition(NETWORK_READY, false, "NetworkPluginNotReady", &reason),
+        };
         let mut info = std::collections::HashMap::new();
         if verbose {
             let config = serde_json::to_string(&rt.config)
@@ -504,13 +502,91 @@ impl Cri {
             );
         }
         // The default handler is reported under "" too, as kubelet looks
-        // up pods without a RuntimeClass that way.
-        let handler = |name: &str| cri::RuntimeHandler {
-            name: name.to_string(),
-            features: Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            }),
+        // up pods without a RuntimeClass that way. Recursive read-only
+        // mounts: crust writes the OCI "rro" option, which crust-shim
+        // (youki) applies with mount_setattr; other shims' runtimes are
+        // not known to, so only handlers running crust-shim claim it, and
+        // only on a kernel that has mount_setattr. User namespaces
+        // (hostUsers: false) are not implemented: false everywhere.
+        /// Whether the kernel has mount_setattr(2) (Linux 5.12+), which
+        /// recursive read-only mounts need; probed once. crust-spec refuses
+        /// such mounts without it by the same probe
+        /// (`crust_spec::recursive_read_only_supported`, not a dependency
+        /// of this crate).
+        fn recursive_read_only_supported() -> bool {
+            static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            *SUPPORTED.get_or_init(|| {
+                // The unified syscall table (424 and up) gives 442 on every
+                // architecture but alpha, ia64 and mips.
+                if !cfg!(any(
+                    target_arch = "x86_64",
+                    target_arch = "x86",
+                    target_arch = "aarch64",
+                    target_arch = "arm",
+                    target_arch = "riscv64",
+                    target_arch = "s390x",
+                    target_arch = "powerpc64",
+                    target_arch = "loongarch64"
+                )) {
+                    return false;
+                }
+                unsafe extern "C" {
+                    fn syscall(number: std::ffi::c_long, ...) -> std::ffi::c_long;
+                }
+                /// struct mount_attr, MOUNT_ATTR_SIZE_VER0.
+                #[repr(C)]
+                struct MountAttr {
+                    attr_set: u64,
+                    attr_clr: u64,
+                    propagation: u64,
+                    userns_fd: u64,
+                }
+                const SYS_MOUNT_SETATTR: std::ffi::c_long = 442;
+                const AT_EMPTY_PATH: std::ffi::c_int = 0x1000;
+                const AT_RECURSIVE: std::ffi::c_int = 0x8000;
+                const MOUNT_ATTR_RDONLY: u64 = 0x1;
+                const EBADF: i32 = 9;
+                let attr = MountAttr {
+                    attr_set: MOUNT_ATTR_RDONLY,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                let fd: std::ffi::c_int = -1;
+                // SAFETY: the kernel reads size_of::<MountAttr>() bytes from
+                // `attr` and the empty NUL-terminated path, both alive for
+                // the call; fd -1 names no mount, so nothing changes. A
+                // kernel with the call answers EBADF, one without ENOSYS.
+                let rc = unsafe {
+                    syscall(
+                        SYS_MOUNT_SETATTR,
+                        fd,
+                        c"".as_ptr(),
+                        AT_EMPTY_PATH | AT_RECURSIVE,
+                        &attr as *const MountAttr,
+                        std::mem::size_of::<MountAttr>(),
+                    )
+                };
+                rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(EBADF)
+            })
+        }
+        let rro = recursive_read_only_supported();
+        let handler = |name: &str| {
+            let shim = rt
+                .config
+                .handler(name)
+                .map(|(_, h)| h.shim.as_str())
+                .unwrap_or("");
+            let crust_shim = std::path::Path::new(shim)
+                .file_name()
+                .is_some_and(|f| f == "crust-shim");
+            cri::RuntimeHandler {
+                name: name.to_string(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: rro && crust_shim,
+                    user_namespaces: false,
+                }),
+            }
         };
         let mut runtime_handlers = vec![handler("")];
         runtime_handlers.extend(rt.config.runtime.handlers.keys().map(|n| handler(n)));
@@ -520,8 +596,9 @@ impl Cri {
             }),
             info,
             runtime_handlers,
+            // Merge and Strict are both applied when the spec is built.
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }
     }

@@ -17,6 +17,7 @@ fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
         store.clone(),
         images.clone(),
         dir.join("events.sock"),
+        None,
     );
     Cri::new(Arc::new(Runtime {
         config,
@@ -73,6 +74,61 @@ async fn status_tells_network_is_not_ready_and_why() {
     assert!(s.info.is_empty(), "info only when verbose");
     let names: Vec<_> = s.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, vec!["", "crust"]);
+}
+
+/// Whether this process could use mount_setattr: Linux 5.12+ and
+/// CAP_SYS_ADMIN (bit 21) in the effective set.
+fn mount_setattr_usable() -> Option<bool> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut it = release.trim().split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let cap_eff = u64::from_str_radix(cap_eff.trim(), 16).ok()?;
+    Some(version >= (5, 12) && cap_eff & (1 << 21) != 0)
+}
+
+#[tokio::test]
+async fn status_reports_security_features_per_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.runtime.handlers.insert(
+        "runc".into(),
+        crust_config::HandlerConfig {
+            shim: "/usr/bin/containerd-shim-runc-v2".into(),
+            options: Default::default(),
+        },
+    );
+    let cri = cri_on(dir.path(), config);
+    let s = cri
+        .status(Request::new(cri::StatusRequest { verbose: false }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        s.features.unwrap().supplemental_groups_policy,
+        "Merge and Strict are implemented"
+    );
+    let features = |name: &str| {
+        s.runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("handler {name:?} reported"))
+            .features
+            .unwrap()
+    };
+    let (default, crust, runc) = (features(""), features("crust"), features("runc"));
+    for f in [default, crust, runc] {
+        assert!(!f.user_namespaces, "user namespaces are not implemented");
+    }
+    assert_eq!(default, crust, "the default handler is crust");
+    assert!(
+        !runc.recursive_read_only_mounts,
+        "only crust-shim is known to apply rro"
+    );
+    if let Some(usable) = mount_setattr_usable() {
+        assert_eq!(crust.recursive_read_only_mounts, usable);
+    }
 }
 
 #[tokio::test]

@@ -35,6 +35,11 @@ pub struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NetworkOpLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -45,6 +50,9 @@ pub struct Metrics {
     registry: Registry,
     pub grpc_requests: Family<RpcCodeLabels, Counter>,
     pub grpc_duration: HistogramFamily<RpcLabels>,
+    pub network_operations: Family<NetworkOpLabels, Counter>,
+    pub network_errors: Family<NetworkOpLabels, Counter>,
+    pub network_duration: HistogramFamily<NetworkOpLabels>,
 }
 
 impl Metrics {
@@ -63,6 +71,25 @@ impl Metrics {
             "Time to answer a CRI gRPC request, by service and method",
             grpc_duration.clone(),
         );
+        let network_operations = Family::<NetworkOpLabels, Counter>::default();
+        registry.register(
+            "network_plugin_operations",
+            "CNI plugin operations (ADD, DEL, CHECK) run, by operation",
+            network_operations.clone(),
+        );
+        let network_errors = Family::<NetworkOpLabels, Counter>::default();
+        registry.register(
+            "network_plugin_operations_errors",
+            "CNI plugin operations that failed, by operation",
+            network_errors.clone(),
+        );
+        let network_duration: HistogramFamily<NetworkOpLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        registry.register(
+            "network_plugin_operation_duration_seconds",
+            "Time a CNI operation took, by operation",
+            network_duration.clone(),
+        );
         registry.register(
             "build",
             "crust build information",
@@ -74,6 +101,9 @@ impl Metrics {
             registry,
             grpc_requests,
             grpc_duration,
+            network_operations,
+            network_errors,
+            network_duration,
         })
     }
 
@@ -83,6 +113,17 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    pub fn record_network_op(&self, operation: &str, seconds: f64, ok: bool) {
+        let labels = NetworkOpLabels {
+            operation: operation.to_string(),
+        };
+        self.network_operations.get_or_create(&labels).inc();
+        if !ok {
+            self.network_errors.get_or_create(&labels).inc();
+        }
+        self.network_duration.get_or_create(&labels).observe(seconds);
     }
 
     pub fn record_rpc(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {

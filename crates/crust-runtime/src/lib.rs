@@ -6,6 +6,7 @@ mod container;
 pub mod events;
 mod files;
 pub mod namespaces;
+mod network;
 mod pod;
 pub mod pod_init;
 pub mod shim;
@@ -63,6 +64,7 @@ pub struct Pods {
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// The lowest oom_score_adj crustd may give a container.
     oom_score_adj_min: i64,
+    cni: Arc<crust_cni::Cni>,
 }
 
 impl Pods {
@@ -72,7 +74,12 @@ impl Pods {
         store: Arc<Store>,
         images: Arc<Images>,
         events_socket: PathBuf,
+        cni_observer: Option<crust_cni::Observer>,
     ) -> Arc<Pods> {
+        let mut cni = crust_cni::Cni::new(&config.cni.conf_dir, config.cni.bin_dirs.clone());
+        if let Some(observer) = cni_observer {
+            cni = cni.with_observer(observer);
+        }
         let oom_score_adj_min = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -86,7 +93,29 @@ impl Pods {
             shims: Mutex::new(HashMap::new()),
             locks: std::sync::Mutex::new(HashMap::new()),
             oom_score_adj_min,
+            cni: Arc::new(cni),
         })
+    }
+
+    /// Whether pods can get a network: Err names what is missing.
+    pub fn network_status(&self) -> Result<(), String> {
+        self.cni.status()
+    }
+
+    /// At start: finish network teardowns that failed before.
+    pub async fn recover(&self) {
+        network::retry_pending(&self.cni, &self.config.state).await;
+        let Ok(sandboxes) = self.store.list::<crust_store::SandboxRecord>() else {
+            return;
+        };
+        for sandbox in sandboxes.iter().filter(|s| s.state == crust_store::SandboxState::NotReady) {
+            let path = network::attachment_path(std::path::Path::new(&sandbox.state_dir));
+            if path.exists()
+                && let Err(e) = network::del(&self.cni, &path).await
+            {
+                tracing::warn!(pod_id = %sandbox.id, error = %e, "network teardown still failing");
+            }
+        }
     }
 
     fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {

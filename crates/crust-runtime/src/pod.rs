@@ -249,6 +249,11 @@ impl Pods {
             let crustd = std::env::current_exe()?;
             record.pod_init_pid = crate::pod_init::spawn(&crustd).await?;
         }
+        if let Some(netns) = &pinned.net {
+            let network = crate::network::pod_network(&record.id, config, netns);
+            let attachment = crate::network::add(&self.cni, &self.config.state, dir, network).await?;
+            record.ips = crate::network::ips(&attachment);
+        }
         let shim = Shim::start(shim_binary, &record.id, dir, &self.events_socket).await?;
         record.shim_address = shim.address.clone();
         record.shim_pid = shim.pid(&record.id).await.unwrap_or(0);
@@ -276,6 +281,16 @@ impl Pods {
                 nix::unistd::Pid::from_raw(record.shim_pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+        if !record.state_dir.is_empty() {
+            let attachment = crate::network::attachment_path(Path::new(&record.state_dir));
+            if let Err(e) = crate::network::del(&self.cni, &attachment).await {
+                // Park it: the pod dir is about to go.
+                tracing::warn!(pod_id = %record.id, error = %e, "network teardown failed; parked for retry");
+                let parked = self.config.state.join("cni-pending");
+                let _ = std::fs::create_dir_all(&parked);
+                let _ = std::fs::rename(&attachment, parked.join(format!("{}.json", record.id)));
+            }
         }
         if record.pod_init_pid > 0 {
             // Ending PID 1 ends every process left in the namespace.
@@ -314,6 +329,8 @@ impl Pods {
         for container in self.containers_of(&record.id)? {
             self.stop_container_inner(&container, 0).await?;
         }
+        // A failed DEL fails the Stop (kubelet retries); the record stays.
+        crate::network::del(&self.cni, &crate::network::attachment_path(Path::new(&record.state_dir))).await?;
         self.store.write(|tx| {
             if let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? {
                 r.state = SandboxState::NotReady;
@@ -363,7 +380,15 @@ impl Pods {
             metadata: config.metadata.clone(),
             state: sandbox_state(&record) as i32,
             created_at: record.created_at,
-            network: Some(cri::PodSandboxNetworkStatus::default()),
+            network: Some(cri::PodSandboxNetworkStatus {
+                ip: record.ips.first().cloned().unwrap_or_default(),
+                additional_ips: record
+                    .ips
+                    .iter()
+                    .skip(1)
+                    .map(|ip| cri::PodIp { ip: ip.clone() })
+                    .collect(),
+            }),
             linux: Some(cri::LinuxPodSandboxStatus {
                 namespaces: Some(cri::Namespace {
                     options: Some(cri::NamespaceOption {

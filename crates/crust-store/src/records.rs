@@ -91,6 +91,8 @@ pub struct SandboxRecord {
     /// Whether crust created the pod cgroup (and so removes it).
     pub created_cgroup: bool,
     pub log_directory: String,
+    /// Pod IPs from CNI, the primary first.
+    pub ips: Vec<String>,
     /// The CRI PodSandboxConfig as JSON, kept for status and recovery.
     pub config: serde_json::Value,
 }

@@ -76,14 +76,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (_events_server, events) = crust_runtime::events::serve(&events_socket)
         .await
         .with_context(|| format!("cannot serve shim events on {}", events_socket.display()))?;
+    let cni_metrics = metrics.clone();
     let pods = Pods::new(
         config.clone(),
         cgroup_driver,
         store.clone(),
         images.clone(),
         events_socket,
+        Some(Arc::new(move |op: crust_cni::Operation, took: Duration, ok: bool| {
+            cni_metrics.record_network_op(op.as_str(), took.as_secs_f64(), ok)
+        })),
     );
     tokio::spawn(pods.clone().handle_events(events));
+    // Network teardowns that failed before the last stop are retried.
+    tokio::spawn({
+        let pods = pods.clone();
+        async move { pods.recover().await }
+    });
     let runtime = Arc::new(Runtime {
         config,
         cgroup_driver,
