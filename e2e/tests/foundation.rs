@@ -132,8 +132,8 @@ async fn metrics_count_each_rpc_by_code() {
             .unwrap();
     }
     let _ = c
-        .image
-        .list_images(cri::ListImagesRequest::default())
+        .runtime
+        .port_forward(cri::PortForwardRequest::default())
         .await
         .unwrap_err();
     let text = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
@@ -151,7 +151,7 @@ async fn metrics_count_each_rpc_by_code() {
     );
     assert!(
         text.contains(
-            r#"crust_grpc_requests_total{service="ImageService",method="ListImages",code="Unimplemented"} 1"#
+            r#"crust_grpc_requests_total{service="RuntimeService",method="PortForward",code="Unimplemented"} 1"#
         ),
         "{text}"
     );
