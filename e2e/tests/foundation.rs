@@ -36,12 +36,9 @@ async fn status_tells_the_truth_and_verbose_shows_config() {
     let conditions = s.status.unwrap().conditions;
     let get = |t: &str| conditions.iter().find(|c| c.r#type == t).cloned().unwrap();
     assert!(get("RuntimeReady").status);
-    let net = get("NetworkReady");
-    assert!(
-        !net.status,
-        "no CNI support yet, so the network is not ready"
-    );
-    assert!(!net.reason.is_empty() && !net.message.is_empty());
+    // The harness gives crustd a valid (loopback-only) CNI config;
+    // network.rs shows the not-ready side.
+    assert!(get("NetworkReady").status);
     let config: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
     assert_eq!(config["root"], crustd.root().display().to_string());
     assert_eq!(config["socket"], crustd.socket.display().to_string());
