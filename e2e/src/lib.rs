@@ -234,8 +234,32 @@ impl Drop for Crustd {
                 self.log()
             );
         }
+        kill_processes_mentioning(self.dir.path());
         unmount_everything_under(self.dir.path());
         remove_cgroups(&self.cgroup_root());
+    }
+}
+
+/// Kills the processes this test's crustd left running on purpose (shims,
+/// pod inits: they outlive crustd by design); their command lines name
+/// the test's dir.
+pub fn kill_processes_mentioning(dir: &Path) {
+    let needle = dir.to_string_lossy().to_string();
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle)
+            && let Ok(pid) = name.parse::<i32>()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 }
 

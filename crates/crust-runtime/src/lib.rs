@@ -108,7 +108,10 @@ impl Pods {
         let Ok(sandboxes) = self.store.list::<crust_store::SandboxRecord>() else {
             return;
         };
-        for sandbox in sandboxes.iter().filter(|s| s.state == crust_store::SandboxState::NotReady) {
+        for sandbox in sandboxes
+            .iter()
+            .filter(|s| s.state == crust_store::SandboxState::NotReady)
+        {
             let path = network::attachment_path(std::path::Path::new(&sandbox.state_dir));
             if path.exists()
                 && let Err(e) = network::del(&self.cni, &path).await

@@ -63,7 +63,12 @@ pub fn pod_network(id: &str, config: &cri::PodSandboxConfig, netns: &Path) -> Po
 /// CNI ADD for a pod; the attachment is written to the pod dir before the
 /// IPs are returned. A failed ADD leaves nothing (its own cleanup DEL ran;
 /// if that failed too, the attachment is parked for a later DEL).
-pub async fn add(cni: &Arc<Cni>, state: &Path, pod_dir: &Path, network: PodNetwork) -> Result<Attachment, RuntimeError> {
+pub async fn add(
+    cni: &Arc<Cni>,
+    state: &Path,
+    pod_dir: &Path,
+    network: PodNetwork,
+) -> Result<Attachment, RuntimeError> {
     let list = cni
         .load()
         .map_err(|e| RuntimeError::FailedPrecondition(format!("pod network is not ready: {e}")))?;
@@ -83,7 +88,9 @@ pub async fn add(cni: &Arc<Cni>, state: &Path, pod_dir: &Path, network: PodNetwo
                 std::fs::create_dir_all(&dir)?;
                 write_attachment(&dir.join(format!("{}.json", pending.pod.pod_id)), pending)?;
             }
-            Err(RuntimeError::Internal(format!("pod network setup failed: {e}")))
+            Err(RuntimeError::Internal(format!(
+                "pod network setup failed: {e}"
+            )))
         }
     }
 }
@@ -105,8 +112,9 @@ pub async fn del(cni: &Arc<Cni>, path: &Path) -> Result<(), RuntimeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let attachment: Attachment = serde_json::from_slice(&bytes)
-        .map_err(|e| RuntimeError::Internal(format!("corrupt network record {}: {e}", path.display())))?;
+    let attachment: Attachment = serde_json::from_slice(&bytes).map_err(|e| {
+        RuntimeError::Internal(format!("corrupt network record {}: {e}", path.display()))
+    })?;
     let mut last = None;
     for attempt in 0..DEL_TRIES {
         let cni_task = cni.clone();

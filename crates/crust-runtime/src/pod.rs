@@ -247,11 +247,12 @@ impl Pods {
         }
         if pid == cri::NamespaceMode::Pod as i32 {
             let crustd = std::env::current_exe()?;
-            record.pod_init_pid = crate::pod_init::spawn(&crustd).await?;
+            record.pod_init_pid = crate::pod_init::spawn(&crustd, dir).await?;
         }
         if let Some(netns) = &pinned.net {
             let network = crate::network::pod_network(&record.id, config, netns);
-            let attachment = crate::network::add(&self.cni, &self.config.state, dir, network).await?;
+            let attachment =
+                crate::network::add(&self.cni, &self.config.state, dir, network).await?;
             record.ips = crate::network::ips(&attachment);
         }
         let shim = Shim::start(shim_binary, &record.id, dir, &self.events_socket).await?;
@@ -330,7 +331,11 @@ impl Pods {
             self.stop_container_inner(&container, 0).await?;
         }
         // A failed DEL fails the Stop (kubelet retries); the record stays.
-        crate::network::del(&self.cni, &crate::network::attachment_path(Path::new(&record.state_dir))).await?;
+        crate::network::del(
+            &self.cni,
+            &crate::network::attachment_path(Path::new(&record.state_dir)),
+        )
+        .await?;
         self.store.write(|tx| {
             if let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? {
                 r.state = SandboxState::NotReady;

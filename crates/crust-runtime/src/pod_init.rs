@@ -53,9 +53,11 @@ fn reap_forever() -> ! {
 }
 
 /// Starts a pod init with `binary pod-init`; returns its host PID.
-pub async fn spawn(binary: &Path) -> Result<u32, crate::RuntimeError> {
+pub async fn spawn(binary: &Path, pod_dir: &Path) -> Result<u32, crate::RuntimeError> {
     let output = tokio::process::Command::new(binary)
         .arg("pod-init")
+        .arg("--pod")
+        .arg(pod_dir)
         .stdin(std::process::Stdio::null())
         .output()
         .await

@@ -33,7 +33,8 @@ impl CgroupDirs {
         let mut pids = None;
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             let rel = path.trim_start_matches('/');
@@ -58,7 +59,9 @@ impl CgroupDirs {
 
     /// Every process in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
-        let Some(dir) = &self.procs else { return Vec::new() };
+        let Some(dir) = &self.procs else {
+            return Vec::new();
+        };
         fs::read_to_string(dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -70,7 +73,11 @@ impl CgroupDirs {
     /// memory.oom_control, Linux 4.13+; v2: `oom_kill` in memory.events).
     pub fn oom_kills(&self) -> Option<u64> {
         let dir = self.memory.as_ref()?;
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         let text = fs::read_to_string(dir.join(file)).ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix("oom_kill "))
@@ -86,14 +93,23 @@ mod tests {
     fn parses_v1_hybrid_and_v2() {
         let v1 = "9:name=systemd:/\n8:pids:/k/c1\n4:memory:/k/c1\n1:cpu,cpuacct:/k/c1\n0::/\n";
         let d = CgroupDirs::parse(v1, false);
-        assert_eq!(d.memory.as_deref(), Some(Path::new("/sys/fs/cgroup/memory/k/c1")));
+        assert_eq!(
+            d.memory.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory/k/c1"))
+        );
         assert_eq!(d.procs, d.memory);
         assert!(!d.v2);
         let d = CgroupDirs::parse("0::/kubepods/pod1/c1\n", true);
-        assert_eq!(d.memory.as_deref(), Some(Path::new("/sys/fs/cgroup/kubepods/pod1/c1")));
+        assert_eq!(
+            d.memory.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/kubepods/pod1/c1"))
+        );
         assert!(d.v2);
         let d = CgroupDirs::parse("8:pids:/k/c1\n", false);
-        assert_eq!(d.procs.as_deref(), Some(Path::new("/sys/fs/cgroup/pids/k/c1")));
+        assert_eq!(
+            d.procs.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/pids/k/c1"))
+        );
         assert_eq!(d.memory, None);
     }
 }

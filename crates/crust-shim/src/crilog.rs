@@ -221,7 +221,11 @@ mod tests {
         std::fs::rename(&path, dir.path().join("c.log.1")).unwrap();
         log.reopen().unwrap();
         s.feed(&log, b"two\n");
-        assert!(std::fs::read_to_string(&path).unwrap().ends_with(" stdout F two\n"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with(" stdout F two\n")
+        );
         let old = std::fs::read_to_string(dir.path().join("c.log.1")).unwrap();
         assert!(old.ends_with(" stdout F one\n"));
     }

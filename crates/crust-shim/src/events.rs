@@ -9,6 +9,7 @@
 //! is down or slow loses events (it reconciles with State/Wait when it
 //! comes back) but never stalls or breaks the shim.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread;
 use std::time::{Duration, SystemTime};
@@ -23,6 +24,7 @@ use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{Client, context};
 
 use crate::timefmt::to_timestamp;
+use crate::trim::Activity;
 
 /// A topic and the protobuf type of its events.
 #[derive(Clone, Copy, Debug)]
@@ -70,18 +72,26 @@ pub struct Publisher {
 
 impl Publisher {
     /// An empty address publishes nothing.
-    pub fn start(address: String, namespace: String) -> Publisher {
+    /// `activity` is touched after each batch: publishing runs code the
+    /// idle shim had released.
+    pub fn start(address: String, namespace: String, activity: Arc<Activity>) -> Publisher {
         if address.is_empty() {
-            return Publisher { tx: None, namespace };
+            return Publisher {
+                tx: None,
+                namespace,
+            };
         }
         let (tx, rx) = sync_channel(QUEUE);
         let spawned = thread::Builder::new()
             .name("events".into())
             .stack_size(256 * 1024)
-            .spawn(move || forward(&address, rx));
+            .spawn(move || forward(&address, rx, &activity));
         if let Err(e) = spawned {
             log::error!("events thread: {e}");
-            return Publisher { tx: None, namespace };
+            return Publisher {
+                tx: None,
+                namespace,
+            };
         }
         Publisher {
             tx: Some(tx),
@@ -113,18 +123,21 @@ impl Publisher {
         match tx.try_send(envelope) {
             Ok(()) => {}
             Err(TrySendError::Full(e)) => log::warn!("event queue full, dropped {}", e.topic),
-            Err(TrySendError::Disconnected(e)) => log::warn!("events thread gone, dropped {}", e.topic),
+            Err(TrySendError::Disconnected(e)) => {
+                log::warn!("events thread gone, dropped {}", e.topic)
+            }
         }
     }
 }
 
 /// Connects when events are queued and hangs up when the queue is empty:
 /// an idle shim holds no connection (and no client threads).
-fn forward(address: &str, rx: Receiver<Envelope>) {
+fn forward(address: &str, rx: Receiver<Envelope>, activity: &Activity) {
     while let Ok(first) = rx.recv() {
-        let client = match connect(address).map_err(|e| e.to_string()).and_then(|fd| {
-            Client::new(fd).map_err(|e| e.to_string())
-        }) {
+        let client = match connect(address)
+            .map_err(|e| e.to_string())
+            .and_then(|fd| Client::new(fd).map_err(|e| e.to_string()))
+        {
             Ok(c) => Some(EventsClient::new(c)),
             Err(e) => {
                 log::warn!("connect to the events service {address}: {e}");
@@ -143,5 +156,7 @@ fn forward(address: &str, rx: Receiver<Envelope>) {
                 log::warn!("publish {topic}: {e}");
             }
         }
+        drop(client);
+        activity.touch();
     }
 }

@@ -58,6 +58,7 @@ pub fn run(f: impl FnOnce() -> Result<Reply, String>) -> Result<Reply, String> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| format!("socketpair: {e}"))?;
+    let shim = nix::unistd::getpid();
     let pid = {
         // Held across fork so the reaper cannot see this helper's exit
         // before its pid is on the list.
@@ -66,7 +67,7 @@ pub fn run(f: impl FnOnce() -> Result<Reply, String>) -> Result<Reply, String> {
             Err(e) => return Err(format!("fork: {e}")),
             Ok(ForkResult::Child) => {
                 drop(ours);
-                child_main(theirs, f)
+                child_main(shim, theirs, f)
             }
             Ok(ForkResult::Parent { child }) => {
                 helpers.push(child.as_raw());
@@ -99,12 +100,19 @@ pub fn run(f: impl FnOnce() -> Result<Reply, String>) -> Result<Reply, String> {
     }
 }
 
-fn child_main(sock: OwnedFd, f: impl FnOnce() -> Result<Reply, String>) -> ! {
+fn child_main(shim: Pid, sock: OwnedFd, f: impl FnOnce() -> Result<Reply, String>) -> ! {
+    // A helper has no business outliving its shim. (Not inherited by the
+    // container processes it creates: fork clears it.)
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != shim {
+        sys::exit_now(1);
+    }
     // Container processes inherit both: the shim blocks signals for its
     // signalfd and ignores SIGPIPE.
     let _ = SigSet::empty().thread_set_mask();
     sys::default_signal(Signal::SIGPIPE);
-    let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err("helper panicked".into()));
+    let result =
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err("helper panicked".into()));
     let (mut msg, fd) = match result {
         Ok(reply) => ([vec![0u8], reply.data].concat(), reply.fd),
         Err(e) => ([vec![1u8], e.into_bytes()].concat(), None),

@@ -54,9 +54,13 @@ impl StdioConfig {
         };
         let stdout = parse_out(stdout)?;
         let mut stderr = parse_out(stderr)?;
-        if let (Out::Log(p), Out::None) = (&stdout, &stderr) {
+        match (&stdout, &stderr) {
             // `crilog://` on stdout carries both streams.
-            stderr = Out::Log(p.clone());
+            (Out::Log(p), Out::None) => stderr = Out::Log(p.clone()),
+            (Out::Log(a), Out::Log(b)) if a != b => {
+                return Err("stdout and stderr must name the same crilog:// file".into());
+            }
+            _ => {}
         }
         if terminal {
             // A terminal has a single output stream.
@@ -77,7 +81,9 @@ fn parse_out(s: &str) -> Result<Out, String> {
     } else if let Some(p) = s.strip_prefix(LOG_SCHEME) {
         Ok(Out::Log(absolute(p)?))
     } else if s.contains("://") {
-        Err(format!("unsupported stdio URI {s:?} (want {LOG_SCHEME}<path> or a FIFO path)"))
+        Err(format!(
+            "unsupported stdio URI {s:?} (want {LOG_SCHEME}<path> or a FIFO path)"
+        ))
     } else {
         Ok(Out::Fifo(absolute(s)?))
     }
@@ -210,7 +216,10 @@ impl ProcIo {
             None => (fds.stdout.map(Source::Pipe), fds.stderr.map(Source::Pipe)),
         };
         let mut to_log = Vec::new();
-        for (src, dest, stream) in [(out, &cfg.stdout, Stream::Stdout), (err, &cfg.stderr, Stream::Stderr)] {
+        for (src, dest, stream) in [
+            (out, &cfg.stdout, Stream::Stdout),
+            (err, &cfg.stderr, Stream::Stderr),
+        ] {
             let Some(src) = src else { continue };
             match dest {
                 Out::Log(_) => to_log.push((src, stream)),
@@ -505,6 +514,9 @@ mod tests {
         let c = StdioConfig::parse("", "/f/out", "/f/err", true).unwrap();
         assert_eq!(c.stderr, Out::None);
         assert!(StdioConfig::parse("", "binary:///x", "", false).is_err());
+        assert!(StdioConfig::parse("", "crilog:///a", "crilog:///b", false).is_err());
+        let c = StdioConfig::parse("", "crilog:///a", "crilog:///a", false).unwrap();
+        assert_eq!(c.stderr, Out::Log("/a".into()));
         assert!(StdioConfig::parse("", "relative/fifo", "", false).is_err());
         assert!(StdioConfig::parse("", "crilog://rel", "", false).is_err());
     }

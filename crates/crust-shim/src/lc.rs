@@ -47,7 +47,12 @@ pub fn is_systemd_path(p: &Path) -> bool {
     !s.starts_with('/') && s.split(':').count() == 3
 }
 
-fn builder(root: &Path, id: &str, stdio: Option<&ChildFds>, console: Option<&Console>) -> Result<ContainerBuilder, String> {
+fn builder(
+    root: &Path,
+    id: &str,
+    stdio: Option<&ChildFds>,
+    console: Option<&Console>,
+) -> Result<ContainerBuilder, String> {
     let mut b = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
         .validate_id()
         .map_err(err)?
@@ -66,7 +71,13 @@ fn builder(root: &Path, id: &str, stdio: Option<&ChildFds>, console: Option<&Con
 
 /// Creates the container; its init waits for `start`. Replies with the
 /// init pid, and the pty master when the process has a terminal.
-pub fn create(root: &Path, id: &str, bundle: &Path, stdio: Option<&ChildFds>, terminal: bool) -> Result<Reply, String> {
+pub fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    stdio: Option<&ChildFds>,
+    terminal: bool,
+) -> Result<Reply, String> {
     let spec = Spec::load(bundle.join("config.json")).map_err(err)?;
     let systemd = spec
         .linux()
@@ -190,7 +201,11 @@ impl Console {
         // Bound by a short relative name: the absolute path may be longer
         // than a socket address allows. The helper may chdir freely.
         std::env::set_current_dir(root).map_err(err)?;
-        let name = format!("tty-{}-{}.sock", &id[..id.len().min(12)], std::process::id());
+        let name = format!(
+            "tty-{}-{}.sock",
+            &id[..id.len().min(12)],
+            std::process::id()
+        );
         let _ = fs::remove_file(&name);
         let listener = UnixListener::bind(&name).map_err(|e| format!("console socket: {e}"))?;
         Ok(Console {
@@ -202,8 +217,11 @@ impl Console {
     fn receive(self) -> Result<OwnedFd, String> {
         let _ = fs::remove_file(&self.path);
         let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        let ready = poll(&mut fds, PollTimeout::try_from(Duration::from_secs(10)).unwrap_or(PollTimeout::MAX))
-            .map_err(err)?;
+        let ready = poll(
+            &mut fds,
+            PollTimeout::try_from(Duration::from_secs(10)).unwrap_or(PollTimeout::MAX),
+        )
+        .map_err(err)?;
         if ready == 0 {
             return Err("the container sent no terminal".into());
         }
@@ -216,27 +234,85 @@ impl Console {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn systemd_paths() {
-        assert!(is_systemd_path(Path::new("kubepods-besteffort.slice:cri-containerd:abc")));
-        assert!(!is_systemd_path(Path::new("/kubepods/besteffort/podx/abc")));
-        assert!(!is_systemd_path(Path::new("/a:b:c")));
-    }
-}
-
 /// Mounts the rootfs mounts containerd passes in CreateTaskRequest (crustd
 /// passes none: it mounts the rootfs itself) onto `<bundle>/rootfs`.
-pub fn mount_rootfs(mounts: &[containerd_shim_protos::types::mount::Mount], target: &Path) -> Result<(), String> {
+/// (containerd-shim's own `mount_rootfs` waits on its reaper, which this
+/// shim does not run.)
+pub fn mount_rootfs(
+    mounts: &[containerd_shim_protos::types::mount::Mount],
+    target: &Path,
+) -> Result<(), String> {
     for m in mounts {
-        let r = containerd_shim::mount::mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, target);
-        if let Err(e) = r {
+        if let Err(e) = mount_one(m, target) {
             unmount_rootfs(target);
-            return Err(format!("mount rootfs {} on {}: {e}", m.source, target.display()));
+            return Err(format!(
+                "mount {} ({}) on {}: {e}",
+                m.source,
+                m.type_,
+                target.display()
+            ));
         }
+    }
+    Ok(())
+}
+
+fn mount_one(m: &containerd_shim_protos::types::mount::Mount, target: &Path) -> nix::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    const PROPAGATION: MsFlags = MsFlags::MS_SHARED
+        .union(MsFlags::MS_PRIVATE)
+        .union(MsFlags::MS_SLAVE)
+        .union(MsFlags::MS_UNBINDABLE);
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in &m.options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "private" => (MsFlags::MS_PRIVATE, MsFlags::empty()),
+            "rprivate" => (MsFlags::MS_PRIVATE | MsFlags::MS_REC, MsFlags::empty()),
+            "shared" => (MsFlags::MS_SHARED, MsFlags::empty()),
+            "rshared" => (MsFlags::MS_SHARED | MsFlags::MS_REC, MsFlags::empty()),
+            "slave" => (MsFlags::MS_SLAVE, MsFlags::empty()),
+            "rslave" => (MsFlags::MS_SLAVE | MsFlags::MS_REC, MsFlags::empty()),
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    let data = data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    let fstype = (!m.type_.is_empty()).then_some(m.type_.as_str());
+    mount(
+        Some(m.source.as_str()),
+        target,
+        fstype,
+        flags - PROPAGATION,
+        data,
+    )?;
+    if flags.intersects(PROPAGATION) {
+        let keep = flags & (PROPAGATION | MsFlags::MS_REC);
+        mount(None::<&str>, target, None::<&str>, keep, None::<&str>)?;
+    }
+    if flags.contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY) {
+        // A bind mount takes ro only on a remount.
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, target, None::<&str>, ro, None::<&str>)?;
     }
     Ok(())
 }
@@ -244,5 +320,19 @@ pub fn mount_rootfs(mounts: &[containerd_shim_protos::types::mount::Mount], targ
 pub fn unmount_rootfs(target: &Path) {
     if let Err(e) = containerd_shim::mount::umount_recursive(target.to_str(), 0) {
         log::warn!("unmount {}: {e}", target.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths() {
+        assert!(is_systemd_path(Path::new(
+            "kubepods-besteffort.slice:cri-containerd:abc"
+        )));
+        assert!(!is_systemd_path(Path::new("/kubepods/besteffort/podx/abc")));
+        assert!(!is_systemd_path(Path::new("/a:b:c")));
     }
 }

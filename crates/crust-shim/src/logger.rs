@@ -21,7 +21,12 @@ impl Log for Stderr {
         }
         let mut line = Vec::with_capacity(128);
         push_rfc3339_nano(&mut line, SystemTime::now());
-        let text = format!(" {} crust-shim[{}]: {}\n", r.level(), std::process::id(), r.args());
+        let text = format!(
+            " {} crust-shim[{}]: {}\n",
+            r.level(),
+            std::process::id(),
+            r.args()
+        );
         line.extend_from_slice(text.as_bytes());
         let _ = nix::unistd::write(std::io::stderr(), &line);
     }
@@ -34,6 +39,10 @@ impl Log for Stderr {
 pub fn init(debug: bool) {
     static LOGGER: Stderr = Stderr;
     if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(if debug { LevelFilter::Debug } else { LevelFilter::Warn });
+        log::set_max_level(if debug {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Warn
+        });
     }
 }

@@ -47,6 +47,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::container::Shim;
 use crate::events::Publisher;
 use crate::service::TaskService;
+use crate::trim::Activity;
 
 /// libcontainer's state, under the pod's state dir.
 pub const STATE_DIR: &str = "lc";
@@ -95,13 +96,20 @@ fn run(flags: &Flags) -> Result<()> {
 
 /// The long-lived shim.
 fn serve(flags: &Flags) -> Result<()> {
+    sys::close_inherited_fds();
     sys::limit_malloc_arenas();
     logger::init(flags.debug);
     nix::sys::prctl::set_child_subreaper(true).context("become a child subreaper")?;
     // Signals are read from a signalfd by the main loop; block them before
     // any thread starts so every thread inherits the mask.
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         mask.add(s);
     }
     mask.thread_block().context("block signals")?;
@@ -114,10 +122,14 @@ fn serve(flags: &Flags) -> Result<()> {
         .create(&root)
         .with_context(|| format!("create {}", root.display()))?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
-    let events = Publisher::start(ttrpc_address, flags.namespace.clone());
-    let shim = Arc::new(Shim::new(flags.namespace.clone(), root, events)?);
+    let activity = Arc::new(Activity::new()?);
+    let events = Publisher::start(ttrpc_address, flags.namespace.clone(), activity.clone());
+    let shim = Arc::new(Shim::new(flags.namespace.clone(), root, events, activity));
 
-    let socket = flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket);
+    let socket = flags
+        .socket
+        .strip_prefix("unix://")
+        .unwrap_or(&flags.socket);
     let listener = listen(Path::new(socket))?;
     let service: Arc<dyn Task + Send + Sync> = Arc::new(TaskService { shim: shim.clone() });
     let mut server = Server::new()
@@ -128,7 +140,12 @@ fn serve(flags: &Flags) -> Result<()> {
         .set_thread_count_max(4);
     server.start().context("start the ttrpc server")?;
     start::signal_ready()?;
-    log::info!("serving {} for {} in {}", flags.socket, flags.id, shim.namespace());
+    log::info!(
+        "serving {} for {} in {}",
+        flags.socket,
+        flags.id,
+        shim.namespace()
+    );
 
     monitor::run(&shim, &signals);
 
@@ -141,17 +158,25 @@ fn serve(flags: &Flags) -> Result<()> {
 
 /// The Task service under its v3 name and, for runtimes that speak v2
 /// (containerd 1.x, or 2.0-2.2 given a bare address), under the v2 name.
-fn task_methods(service: Arc<dyn Task + Send + Sync>) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
+fn task_methods(
+    service: Arc<dyn Task + Send + Sync>,
+) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
     let mut methods = create_task(service.clone());
     for (name, handler) in create_task(service) {
-        methods.insert(name.replace("/containerd.task.v3.", "/containerd.task.v2."), handler);
+        methods.insert(
+            name.replace("/containerd.task.v3.", "/containerd.task.v2."),
+            handler,
+        );
     }
     methods
 }
 
 fn listen(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         // `start` found nobody serving it.

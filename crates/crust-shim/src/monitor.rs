@@ -35,14 +35,18 @@ pub fn run(shim: &Shim, signals: &SignalFd) {
             return;
         }
         let drain_deadline = shim.next_deadline();
-        let activity = shim.activity();
+        let activity = shim.activity().count();
         let mut timeout = poll_timeout([drain_deadline, idle.deadline(activity)]);
         let watches = oom.fds();
         let mut fds = vec![
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(shim.wake_fd().as_fd(), PollFlags::POLLIN),
+            PollFd::new(shim.activity().fd().as_fd(), PollFlags::POLLIN),
         ];
-        fds.extend(watches.iter().map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)));
+        fds.extend(
+            watches
+                .iter()
+                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
         if idle.settled(activity) {
             // Last thing before sleeping: whatever runs after this maps
             // its code back in.
@@ -65,7 +69,7 @@ pub fn run(shim: &Shim, signals: &SignalFd) {
             handle_signals(shim, signals);
         }
         if ready[1] {
-            let _ = shim.wake_fd().read();
+            let _ = shim.activity().fd().read();
         }
         for token in tokens {
             for id in oom.ready(&token) {
@@ -132,7 +136,10 @@ fn handle_signals(shim: &Shim, signals: &SignalFd) {
             Ok(Signal::SIGUSR1) => shim.reopen_logs(),
             Ok(Signal::SIGTERM | Signal::SIGINT) => {
                 if !shim.shutdown() {
-                    log::warn!("ignoring {:?}: containers are still in the shim", info.ssi_signo);
+                    log::warn!(
+                        "ignoring {:?}: containers are still in the shim",
+                        info.ssi_signo
+                    );
                 }
             }
             _ => log::debug!("ignoring signal {}", info.ssi_signo),

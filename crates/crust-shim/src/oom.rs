@@ -57,7 +57,9 @@ impl OomWatch {
 
     fn add_v2(&mut self, id: &str, dir: &std::path::Path) -> std::io::Result<()> {
         if self.inotify.is_none() {
-            self.inotify = Some(Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?);
+            self.inotify = Some(Inotify::init(
+                InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK,
+            )?);
         }
         let inotify = self.inotify.as_ref().expect("just set");
         let wd = inotify.add_watch(&dir.join("memory.events"), AddWatchFlags::IN_MODIFY)?;
@@ -67,7 +69,12 @@ impl OomWatch {
 
     pub fn remove(&mut self, id: &str) {
         self.v1.remove(id);
-        let wds: Vec<WatchDescriptor> = self.v2.iter().filter(|(_, v)| *v == id).map(|(k, _)| *k).collect();
+        let wds: Vec<WatchDescriptor> = self
+            .v2
+            .iter()
+            .filter(|(_, v)| *v == id)
+            .map(|(k, _)| *k)
+            .collect();
         for wd in wds {
             self.v2.remove(&wd);
             if let Some(i) = &self.inotify {
@@ -100,9 +107,14 @@ impl OomWatch {
                 None => Vec::new(),
             },
             Token::V2 => {
-                let Some(i) = &self.inotify else { return Vec::new() };
+                let Some(i) = &self.inotify else {
+                    return Vec::new();
+                };
                 let events = i.read_events().unwrap_or_default();
-                let mut ids: Vec<String> = events.iter().filter_map(|e| self.v2.get(&e.wd).cloned()).collect();
+                let mut ids: Vec<String> = events
+                    .iter()
+                    .filter_map(|e| self.v2.get(&e.wd).cloned())
+                    .collect();
                 ids.dedup();
                 ids
             }

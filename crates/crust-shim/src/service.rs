@@ -1,13 +1,14 @@
 //! The containerd shim v2 Task service (ttrpc), mapped onto `Shim`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use containerd_shim_protos::api::{
-    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse, ResizePtyRequest, ShutdownRequest,
-    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest,
-    WaitRequest, WaitResponse,
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest,
+    PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -16,11 +17,8 @@ use containerd_shim_protos::shim::shim_ttrpc::Task;
 use containerd_shim_protos::ttrpc::{self, Code, TtrpcContext};
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 
-use crate::container::{Error, Shim, Status, StdioNames};
+use crate::container::{Error, Shim, Status, StdioNames, WaitFor};
 use crate::timefmt::to_timestamp;
-
-/// How often a blocked Wait checks whether its client went away.
-const WAIT_SLICE: Duration = Duration::from_secs(1);
 
 pub struct TaskService {
     pub shim: Arc<Shim>,
@@ -48,10 +46,17 @@ fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
 }
 
 impl Task for TaskService {
-    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
         self.shim.touch();
         if !req.checkpoint.is_empty() {
-            return Err(status(Code::UNIMPLEMENTED, "checkpoint/restore is not supported"));
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                "checkpoint/restore is not supported",
+            ));
         }
         let names = StdioNames {
             stdin: req.stdin,
@@ -101,29 +106,34 @@ impl Task for TaskService {
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
         self.shim.touch();
-        self.shim.kill(&req.id, exec_id(&req.exec_id), req.signal, req.all)?;
+        self.shim
+            .kill(&req.id, exec_id(&req.exec_id), req.signal, req.all)?;
         Ok(Empty::new())
     }
 
     fn wait(&self, ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
         self.shim.touch();
-        let deadline = (ctx.timeout_nano > 0).then(|| Instant::now() + Duration::from_nanos(ctx.timeout_nano as u64));
-        loop {
-            if let Some(exit) = self.shim.wait(&req.id, exec_id(&req.exec_id), WAIT_SLICE)? {
-                return Ok(WaitResponse {
-                    exit_status: exit.status,
-                    exited_at: Some(to_timestamp(exit.at)).into(),
-                    ..Default::default()
-                });
+        let exit = match self.shim.wait_for(&req.id, exec_id(&req.exec_id))? {
+            WaitFor::Exited(exit) => exit,
+            WaitFor::Pending(rx, _token) => {
+                let timeout = match ctx.timeout_nano {
+                    n if n > 0 => crossbeam_channel::after(Duration::from_nanos(n as u64)),
+                    _ => crossbeam_channel::never(),
+                };
+                // Sleeps until the exit, the call's deadline, or the client
+                // hanging up (ttrpc drops the cancel sender then).
+                crossbeam_channel::select! {
+                    recv(rx) -> exit => exit.map_err(|_| status(Code::NOT_FOUND, "the process was deleted"))?,
+                    recv(ctx.cancel_rx) -> _ => return Err(status(Code::CANCELLED, "client went away")),
+                    recv(timeout) -> _ => return Err(status(Code::DEADLINE_EXCEEDED, "timed out waiting for the exit")),
+                }
             }
-            // A client that hung up no longer needs this thread.
-            if ctx.cancel_rx.try_recv().err().is_some_and(|e| e.is_disconnected()) {
-                return Err(status(Code::CANCELLED, "client went away"));
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(status(Code::DEADLINE_EXCEEDED, "timed out waiting for the exit"));
-            }
-        }
+        };
+        Ok(WaitResponse {
+            exit_status: exit.status,
+            exited_at: Some(to_timestamp(exit.at)).into(),
+            ..Default::default()
+        })
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
@@ -149,13 +159,15 @@ impl Task for TaskService {
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        self.shim.add_exec(&req.id, &req.exec_id, spec.value.clone(), names)?;
+        self.shim
+            .add_exec(&req.id, &req.exec_id, spec.value.clone(), names)?;
         Ok(Empty::new())
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         self.shim.touch();
-        self.shim.resize_pty(&req.id, exec_id(&req.exec_id), req.width, req.height)?;
+        self.shim
+            .resize_pty(&req.id, exec_id(&req.exec_id), req.width, req.height)?;
         Ok(Empty::new())
     }
 
@@ -212,6 +224,18 @@ impl Task for TaskService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Default::default()
         })
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> ttrpc::Result<Empty> {
+        Err(status(Code::UNIMPLEMENTED, "pause is not supported"))
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> ttrpc::Result<Empty> {
+        Err(status(Code::UNIMPLEMENTED, "resume is not supported"))
+    }
+
+    fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        Err(status(Code::UNIMPLEMENTED, "checkpoint is not supported"))
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<Empty> {

@@ -41,16 +41,19 @@ const READY: &[u8] = b"ready\n";
 pub fn start(flags: &Flags) -> Result<()> {
     let cwd = env::current_dir().context("current dir")?;
     let input = read_piped_stdin()?;
-    let boot = BootstrapParams::parse_from_bytes(&input)
-        .ok()
-        .filter(|b| !input.is_empty() && b.instance_id == flags.id && b.namespace == flags.namespace);
+    let boot = BootstrapParams::parse_from_bytes(&input).ok().filter(|b| {
+        !input.is_empty() && b.instance_id == flags.id && b.namespace == flags.namespace
+    });
     let ttrpc_address = boot
         .as_ref()
         .map(|b| b.containerd_ttrpc_address.clone())
         .filter(|a| !a.is_empty())
         .or_else(|| env::var("TTRPC_ADDRESS").ok())
         .unwrap_or_default();
-    let socket_dir = boot.as_ref().and_then(|b| b.socket_dir.clone()).filter(|d| !d.is_empty());
+    let socket_dir = boot
+        .as_ref()
+        .and_then(|b| b.socket_dir.clone())
+        .filter(|d| !d.is_empty());
     let socket = socket_path(&cwd, socket_dir.as_deref(), &flags.namespace, &flags.id);
     let address = format!("unix://{}", socket.display());
     if !serving(&socket) {
@@ -87,7 +90,10 @@ fn read_piped_stdin() -> Result<Vec<u8>> {
     let kind = meta.file_type();
     if kind.is_fifo() || kind.is_socket() {
         let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-        let ready = poll(&mut fds, PollTimeout::try_from(Duration::from_secs(1)).unwrap_or(PollTimeout::MAX))?;
+        let ready = poll(
+            &mut fds,
+            PollTimeout::try_from(Duration::from_secs(1)).unwrap_or(PollTimeout::MAX),
+        )?;
         if ready == 0 {
             return Ok(Vec::new());
         }
@@ -138,7 +144,14 @@ fn spawn_daemon(flags: &Flags, cwd: &Path, address: &str, ttrpc_address: &str) -
     let (log, log_name) = log_target(cwd)?;
     let mut cmd = Command::new(exe);
     cmd.current_dir(cwd)
-        .args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address])
+        .args([
+            "-namespace",
+            &flags.namespace,
+            "-id",
+            &flags.id,
+            "-address",
+            &flags.address,
+        ])
         .args(["-socket", address])
         .env("TTRPC_ADDRESS", ttrpc_address)
         .stdin(Stdio::null())
@@ -223,10 +236,16 @@ mod tests {
     #[test]
     fn socket_in_state_dir_unless_too_long() {
         let short = Path::new("/run/crust/pods/abc");
-        assert_eq!(socket_path(short, None, "k8s.io", "abc"), short.join("shim.sock"));
+        assert_eq!(
+            socket_path(short, None, "k8s.io", "abc"),
+            short.join("shim.sock")
+        );
         let long = PathBuf::from(format!("/run/crust/pods/{}", "a".repeat(100)));
         let p = socket_path(&long, None, "k8s.io", "x");
-        assert!(p.starts_with(FALLBACK_DIR) && p.as_os_str().len() <= SUN_PATH_MAX, "{p:?}");
+        assert!(
+            p.starts_with(FALLBACK_DIR) && p.as_os_str().len() <= SUN_PATH_MAX,
+            "{p:?}"
+        );
         assert_ne!(p, socket_path(&long, None, "k8s.io", "y"));
         let d = socket_path(short, Some("/run/containerd/s"), "k8s.io", "abc");
         assert!(d.starts_with("/run/containerd/s"));

@@ -76,7 +76,11 @@ pub fn new_session(cmd: &mut Command) {
 }
 
 /// Sends `data` on a unix socket, with `fd` attached when given.
-pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+pub fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let iov = [io::IoSlice::new(data)];
     let raw = fd.map(|f| [f.as_raw_fd()]);
@@ -92,7 +96,12 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, 
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = loop {
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
             Err(nix::errno::Errno::EINTR) => continue,
             r => break r?,
         }
@@ -131,4 +140,12 @@ pub fn drop_file_pages(addr: usize, len: usize) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Closes every fd above stderr. The shim daemon runs this first: it must
+/// not keep open what its starter happened to leak to it (a runtime's
+/// pipes, a test runner's output), or their readers never see EOF.
+pub fn close_inherited_fds() {
+    // SAFETY: no fd above 2 is owned by anything yet when this runs.
+    unsafe { libc::close_range(3, u32::MAX, 0) };
 }

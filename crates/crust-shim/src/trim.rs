@@ -10,8 +10,48 @@
 //!   writable or hold private copies (relocated data) are left alone.
 
 use std::fs;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::sys;
+
+/// Counts activity (requests, exits, published events) and wakes the main
+/// loop, which releases idle memory once the count stops moving. Work that
+/// runs code after a release without counting here leaves that code mapped
+/// until the next release.
+pub struct Activity {
+    count: AtomicU64,
+    wake: EventFd,
+}
+
+impl Activity {
+    pub fn new() -> std::io::Result<Activity> {
+        Ok(Activity {
+            count: AtomicU64::new(0),
+            wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        })
+    }
+
+    pub fn touch(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.wake();
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the main loop without counting activity.
+    pub fn wake(&self) {
+        let _ = self.wake.write(1);
+    }
+
+    /// Readable when woken; the main loop reads it to rearm.
+    pub fn fd(&self) -> &EventFd {
+        &self.wake
+    }
+}
 
 /// Releases what it can.
 pub fn release_idle_memory() {
@@ -52,7 +92,10 @@ fn parse(smaps: &str) -> Vec<Mapping> {
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or_default();
         if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
         {
             let perms = fields.next().unwrap_or_default();
             let path = fields.nth(3).unwrap_or_default();
@@ -106,6 +149,9 @@ Anonymous:             0 kB
         assert_eq!(maps.len(), 5);
         let droppable: Vec<bool> = maps.iter().map(Mapping::droppable).collect();
         assert_eq!(droppable, [true, false, false, false, false]);
-        assert_eq!((maps[0].start, maps[0].end, maps[0].rss_kib), (0x400000, 0xa80000, 2368));
+        assert_eq!(
+            (maps[0].start, maps[0].end, maps[0].rss_kib),
+            (0x400000, 0xa80000, 2368)
+        );
     }
 }

@@ -83,9 +83,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
         images.clone(),
         events_socket,
-        Some(Arc::new(move |op: crust_cni::Operation, took: Duration, ok: bool| {
-            cni_metrics.record_network_op(op.as_str(), took.as_secs_f64(), ok)
-        })),
+        Some(Arc::new(
+            move |op: crust_cni::Operation, took: Duration, ok: bool| {
+                cni_metrics.record_network_op(op.as_str(), took.as_secs_f64(), ok)
+            },
+        )),
     );
     tokio::spawn(pods.clone().handle_events(events));
     // Network teardowns that failed before the last stop are retried.

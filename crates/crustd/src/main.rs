@@ -38,7 +38,11 @@ enum Command {
     /// PID 1 of a pod whose containers share a PID namespace (started by
     /// crustd itself, not meant to be run by hand).
     #[command(hide = true)]
-    PodInit,
+    PodInit {
+        /// The pod's state dir, so the process is easy to attribute.
+        #[arg(long)]
+        pod: Option<String>,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::PodInit) = cli.command {
+    if let Some(Command::PodInit { .. }) = cli.command {
         return Ok(crust_runtime::pod_init::run()?);
     }
     if let Some(Command::Config {

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use containerd_shim_protos::TaskClient;
 use containerd_shim_protos::api::{
-    ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, Empty, ForwardRequest, KillRequest,
-    ShutdownRequest, StartRequest, StateRequest, StateResponse, WaitRequest,
+    ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, Empty, ForwardRequest,
+    KillRequest, ShutdownRequest, StartRequest, StateRequest, StateResponse, WaitRequest,
 };
 use containerd_shim_protos::protobuf::MessageFull;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::shim::events_ttrpc::{Events, create_events};
 use containerd_shim_protos::ttrpc::{self, Client, Server, TtrpcContext, context};
-use containerd_shim_protos::TaskClient;
 use serde_json::{Value, json};
 
 pub const NS: &str = "k8s.io";
@@ -51,7 +51,10 @@ impl Events for Recorder {
         let env = req.envelope.into_option().unwrap_or_default();
         assert_eq!(env.namespace, NS);
         let mut ev = self.events.lock().unwrap();
-        ev.push((env.topic.clone(), env.event.into_option().unwrap_or_default()));
+        ev.push((
+            env.topic.clone(),
+            env.event.into_option().unwrap_or_default(),
+        ));
         self.cv.notify_all();
         Ok(Empty::new())
     }
@@ -72,7 +75,11 @@ impl Recorder {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no {topic} event; got {:?}", self.topics_locked(&ev));
+            assert!(
+                !left.is_zero(),
+                "no {topic} event; got {:?}",
+                self.topics_locked(&ev)
+            );
             ev = self.cv.wait_timeout(ev, left).unwrap().0;
         }
     }
@@ -86,7 +93,11 @@ impl Recorder {
     }
 
     /// Position of the first event on `topic` that `pred` accepts.
-    pub fn position<M: MessageFull>(&self, topic: &str, pred: impl Fn(&M) -> bool) -> Option<usize> {
+    pub fn position<M: MessageFull>(
+        &self,
+        topic: &str,
+        pred: impl Fn(&M) -> bool,
+    ) -> Option<usize> {
         self.events.lock().unwrap().iter().position(|(t, any)| {
             t == topic && M::parse_from_bytes(&any.value).is_ok_and(|m| pred(&m))
         })
@@ -110,7 +121,10 @@ pub struct Harness {
 impl Harness {
     pub fn new(name: &str) -> Harness {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = tempfile::Builder::new().prefix("crust-shim-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("crust-shim-")
+            .tempdir_in("/tmp")
+            .unwrap();
         let state = dir.path().join("pod");
         fs::create_dir(&state).unwrap();
 
@@ -124,16 +138,30 @@ impl Harness {
         server.start().unwrap();
 
         let out = Command::new(env!("CARGO_BIN_EXE_crust-shim"))
-            .args(["-namespace", NS, "-id", &format!("pod-{name}"), "-address", &events_addr])
+            .args([
+                "-namespace",
+                NS,
+                "-id",
+                &format!("pod-{name}"),
+                "-address",
+                &events_addr,
+            ])
             .args(["-publish-binary", "/nonexistent", "-debug", "start"])
             .current_dir(&state)
             .env("TTRPC_ADDRESS", &events_addr)
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "start failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let address = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(address, format!("unix://{}", state.join("shim.sock").display()));
+        assert_eq!(
+            address,
+            format!("unix://{}", state.join("shim.sock").display())
+        );
         let client = TaskClient::new(Client::connect(&address).unwrap());
         let shim_pid = client
             .connect(ctx(), &ConnectRequest::new())
@@ -167,12 +195,19 @@ impl Harness {
             fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         fs::hard_link(&self.busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat", "head", "tail", "tr", "printf", "stty", "tty", "hostname", "true", "dd"] {
+        for applet in [
+            "sh", "sleep", "echo", "cat", "head", "tail", "tr", "printf", "stty", "tty",
+            "hostname", "true", "dd",
+        ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let mut spec = spec(args, &format!("{}/{id}", self.cgroup_parent));
         tweak(&mut spec);
-        fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&spec).unwrap(),
+        )
+        .unwrap();
         bundle
     }
 
@@ -180,7 +215,14 @@ impl Harness {
         self.try_create(id, bundle, "", stdout, "").unwrap()
     }
 
-    pub fn try_create(&self, id: &str, bundle: &Path, stdin: &str, stdout: &str, stderr: &str) -> ttrpc::Result<u32> {
+    pub fn try_create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> ttrpc::Result<u32> {
         let req = CreateTaskRequest {
             id: id.into(),
             bundle: bundle.display().to_string(),
@@ -264,14 +306,23 @@ impl Drop for Harness {
     fn drop(&mut self) {
         let dirs = cgroup_dirs(&self.cgroup_parent);
         for d in &dirs {
-            for pid in fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
                 if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
         if self.shim_alive() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.shim_pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.shim_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for d in dirs.iter().rev() {
@@ -286,11 +337,16 @@ impl Drop for Harness {
 /// parents before children.
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else { return out };
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return out;
+    };
     for h in hierarchies.flatten() {
         walk(&h.path().join(parent.trim_start_matches('/')), &mut out);
     }
-    walk(&Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')), &mut out);
+    walk(
+        &Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')),
+        &mut out,
+    );
     out
 }
 
@@ -310,9 +366,22 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// A runc-style spec: new pid, mount, ipc, uts and network namespaces.
 pub fn spec(args: &[&str], cgroups_path: &str) -> Value {
-    let caps = json!(["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-        "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]);
+    let caps = json!([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE"
+    ]);
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -382,7 +451,10 @@ pub fn cri_records(text: &str) -> Vec<(String, String, String)> {
         .map(|l| {
             let mut it = l.splitn(4, ' ');
             let ts = it.next().unwrap();
-            assert!(ts.len() >= 20 && ts.ends_with('Z') && &ts[10..11] == "T", "bad timestamp in {l:?}");
+            assert!(
+                ts.len() >= 20 && ts.ends_with('Z') && &ts[10..11] == "T",
+                "bad timestamp in {l:?}"
+            );
             (
                 it.next().unwrap().to_owned(),
                 it.next().unwrap().to_owned(),
