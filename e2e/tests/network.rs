@@ -442,6 +442,8 @@ async fn teardown_survives_a_crustd_restart() {
         .await
         .unwrap();
     assert!(net.allocated().is_empty(), "IP still allocated after Stop");
+    let netns = crustd.state().join("pods").join(&pod).join("ns/net");
+    assert!(!netns.exists(), "the pod's netns outlived Stop");
     c.runtime
         .remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: pod,

@@ -293,9 +293,12 @@ impl Pods {
         } else {
             format!("crilog://{}", record.log_path)
         };
+        let mut started_at = 0;
         let started = async {
             shim.create(&record.id, Path::new(&record.bundle), &stdout, record.tty)
                 .await?;
+            // Taken before Start: a quick process may exit before it returns.
+            started_at = now_nanos();
             shim.start_process(&record.id, "").await
         }
         .await;
@@ -303,7 +306,7 @@ impl Pods {
         match started {
             Ok(pid) => {
                 updated.state = ContainerState::Running;
-                updated.started_at = now_nanos();
+                updated.started_at = started_at;
                 updated.pid = pid;
                 self.store.put(&updated)?;
                 Ok(())
@@ -387,6 +390,8 @@ impl Pods {
         } else {
             now_nanos()
         };
+        // Never report an exit before the start.
+        record.finished_at = record.finished_at.max(record.started_at);
         record.oom_killed = oom;
         record.reason = if oom {
             "OOMKilled".into()

@@ -56,7 +56,94 @@ pub fn pod_network(id: &str, config: &cri::PodSandboxConfig, netns: &Path) -> Po
             searches: d.searches.clone(),
             options: d.options.clone(),
         }),
-        bandwidth: None,
+        bandwidth: bandwidth(&config.annotations),
+    }
+}
+
+/// kubelet's bandwidth annotations (as containerd and CRI-O read them),
+/// for plugins that declare the `bandwidth` capability. Rates are bits per
+/// second; the burst is left to the plugin's default by using the rate.
+fn bandwidth(
+    annotations: &std::collections::HashMap<String, String>,
+) -> Option<crust_cni::Bandwidth> {
+    let rate = |key: &str| annotations.get(key).and_then(|v| parse_quantity(v));
+    let ingress = rate("kubernetes.io/ingress-bandwidth");
+    let egress = rate("kubernetes.io/egress-bandwidth");
+    if ingress.is_none() && egress.is_none() {
+        return None;
+    }
+    // The bandwidth plugin wants a burst with every rate; Kubernetes sets
+    // none, so use the largest the plugin accepts, as containerd does.
+    const BURST: u64 = (i32::MAX as u64) / 8;
+    Some(crust_cni::Bandwidth {
+        ingress_rate: ingress.unwrap_or(0),
+        ingress_burst: if ingress.is_some() { BURST } else { 0 },
+        egress_rate: egress.unwrap_or(0),
+        egress_burst: if egress.is_some() { BURST } else { 0 },
+    })
+}
+
+/// A Kubernetes quantity such as "10M", "1Gi" or "500k" as a number.
+fn parse_quantity(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0_f64.powi(4),
+        _ => return None,
+    };
+    let v = number * factor;
+    (v.is_finite() && v >= 1.0 && v < u64::MAX as f64).then_some(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_and_bandwidth_annotations() {
+        assert_eq!(parse_quantity("10M"), Some(10_000_000));
+        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+        assert_eq!(parse_quantity("500k"), Some(500_000));
+        assert_eq!(parse_quantity("1.5M"), Some(1_500_000));
+        assert_eq!(parse_quantity("ten"), None);
+        assert_eq!(parse_quantity("10X"), None);
+        let mut a = std::collections::HashMap::new();
+        assert_eq!(bandwidth(&a), None);
+        a.insert(
+            "kubernetes.io/ingress-bandwidth".to_string(),
+            "10M".to_string(),
+        );
+        let b = bandwidth(&a).unwrap();
+        assert_eq!((b.ingress_rate, b.egress_rate), (10_000_000, 0));
+        assert!(b.ingress_burst > 0);
+    }
+
+    #[test]
+    fn port_mappings_are_converted() {
+        let config = cri::PodSandboxConfig {
+            port_mappings: vec![cri::PortMapping {
+                protocol: cri::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            }],
+            ..Default::default()
+        };
+        let n = pod_network("p", &config, Path::new("/x"));
+        assert_eq!(n.port_mappings[0].host_port, 5353);
+        assert_eq!(n.port_mappings[0].protocol, Protocol::Udp);
     }
 }
 

@@ -336,9 +336,18 @@ impl Pods {
             &crate::network::attachment_path(Path::new(&record.state_dir)),
         )
         .await?;
+        // The network is gone: so goes its namespace.
+        if !record.netns.is_empty() {
+            namespaces::remove(&PinnedNamespaces {
+                net: Some(record.netns.clone().into()),
+                ..Default::default()
+            })
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        }
         self.store.write(|tx| {
             if let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? {
                 r.state = SandboxState::NotReady;
+                r.netns.clear();
                 tx.put(&r)?;
             }
             Ok(())
