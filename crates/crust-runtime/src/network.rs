@@ -107,46 +107,6 @@ fn parse_quantity(value: &str) -> Option<u64> {
     (v.is_finite() && v >= 1.0 && v < u64::MAX as f64).then_some(v as u64)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities_and_bandwidth_annotations() {
-        assert_eq!(parse_quantity("10M"), Some(10_000_000));
-        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
-        assert_eq!(parse_quantity("500k"), Some(500_000));
-        assert_eq!(parse_quantity("1.5M"), Some(1_500_000));
-        assert_eq!(parse_quantity("ten"), None);
-        assert_eq!(parse_quantity("10X"), None);
-        let mut a = std::collections::HashMap::new();
-        assert_eq!(bandwidth(&a), None);
-        a.insert(
-            "kubernetes.io/ingress-bandwidth".to_string(),
-            "10M".to_string(),
-        );
-        let b = bandwidth(&a).unwrap();
-        assert_eq!((b.ingress_rate, b.egress_rate), (10_000_000, 0));
-        assert!(b.ingress_burst > 0);
-    }
-
-    #[test]
-    fn port_mappings_are_converted() {
-        let config = cri::PodSandboxConfig {
-            port_mappings: vec![cri::PortMapping {
-                protocol: cri::Protocol::Udp as i32,
-                container_port: 53,
-                host_port: 5353,
-                host_ip: "127.0.0.1".into(),
-            }],
-            ..Default::default()
-        };
-        let n = pod_network("p", &config, Path::new("/x"));
-        assert_eq!(n.port_mappings[0].host_port, 5353);
-        assert_eq!(n.port_mappings[0].protocol, Protocol::Udp);
-    }
-}
-
 /// CNI ADD for a pod; the attachment is written to the pod dir before the
 /// IPs are returned. A failed ADD leaves nothing (its own cleanup DEL ran;
 /// if that failed too, the attachment is parked for a later DEL).
@@ -248,4 +208,44 @@ pub fn ips(attachment: &Attachment) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_and_bandwidth_annotations() {
+        assert_eq!(parse_quantity("10M"), Some(10_000_000));
+        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+        assert_eq!(parse_quantity("500k"), Some(500_000));
+        assert_eq!(parse_quantity("1.5M"), Some(1_500_000));
+        assert_eq!(parse_quantity("ten"), None);
+        assert_eq!(parse_quantity("10X"), None);
+        let mut a = std::collections::HashMap::new();
+        assert_eq!(bandwidth(&a), None);
+        a.insert(
+            "kubernetes.io/ingress-bandwidth".to_string(),
+            "10M".to_string(),
+        );
+        let b = bandwidth(&a).unwrap();
+        assert_eq!((b.ingress_rate, b.egress_rate), (10_000_000, 0));
+        assert!(b.ingress_burst > 0);
+    }
+
+    #[test]
+    fn port_mappings_are_converted() {
+        let config = cri::PodSandboxConfig {
+            port_mappings: vec![cri::PortMapping {
+                protocol: cri::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            }],
+            ..Default::default()
+        };
+        let n = pod_network("p", &config, Path::new("/x"));
+        assert_eq!(n.port_mappings[0].host_port, 5353);
+        assert_eq!(n.port_mappings[0].protocol, Protocol::Udp);
+    }
 }
