@@ -11,6 +11,7 @@ packages=(
   busybox-static               # the test images' userland (hack/build-test-images.py)
   iptables iproute2 nftables   # CNI portmap/bridge, netns inspection and cleanup in tests
   attr                         # getfattr: tests check overlay xattrs
+  containerd                   # a real shim v2 peer: crust-shim runs under ctr run
   zstd                         # zstd layers in the test images
   apache2-utils                # htpasswd, for the auth registry
   curl jq python3 util-linux   # scripts: HTTP probes, JSON, image builder, nsenter/unshare
