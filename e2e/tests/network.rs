@@ -169,8 +169,12 @@ async fn pod_ip(c: &mut crust_e2e::CriClient, pod: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_get_addresses_ports_and_dns() {
     let net = TestNet::new(1);
+    let metrics_port = crust_e2e::free_port();
     let crustd = Crustd::start_with(CrustdOptions {
-        extra_config: net.crustd_config(),
+        extra_config: format!(
+            "{}metrics:\n  address: 127.0.0.1:{metrics_port}\n",
+            net.crustd_config()
+        ),
         ..Default::default()
     })
     .await;
@@ -277,6 +281,20 @@ async fn pods_get_addresses_ports_and_dns() {
             .unwrap();
     }
     assert!(net.allocated().is_empty());
+    // Every ADD and DEL is counted and timed.
+    let metrics =
+        tokio::task::spawn_blocking(move || crust_e2e::http_get(metrics_port, "/metrics"))
+            .await
+            .unwrap();
+    assert!(
+        metrics.contains(r#"crust_network_plugin_operations_total{operation="add"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"crust_network_plugin_operations_total{operation="del"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("crust_network_plugin_operation_duration_seconds_count"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

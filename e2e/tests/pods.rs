@@ -668,3 +668,54 @@ async fn containers_of_a_pod_share_one_pid_namespace() {
         assert!(!alive, "process {pid} outlived its pod");
     }
 }
+
+#[tokio::test]
+async fn reopen_container_log_starts_a_new_file() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "rotate");
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config(
+                "ticker",
+                &image_ref(BUSYBOX),
+                &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+            ),
+        )
+        .await;
+    let log = c.container_status(&id).await.log_path;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // What kubelet's log rotation does: rename, then ask for a reopen.
+    let rotated = format!("{log}.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    c.runtime
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = std::fs::metadata(&rotated).unwrap().len();
+    let fresh = log_records(&log);
+    assert!(
+        fresh.iter().any(|r| r.2 == "tick"),
+        "new log file gets the output: {fresh:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        std::fs::metadata(&rotated).unwrap().len(),
+        before,
+        "the rotated file stopped growing"
+    );
+    let err = c
+        .runtime
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
