@@ -123,7 +123,9 @@ impl Metrics {
         if !ok {
             self.network_errors.get_or_create(&labels).inc();
         }
-        self.network_duration.get_or_create(&labels).observe(seconds);
+        self.network_duration
+            .get_or_create(&labels)
+            .observe(seconds);
     }
 
     pub fn record_rpc(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {

@@ -1,11 +1,15 @@
 //! CRI ContainerConfig + PodSandboxConfig + image config -> OCI runtime spec.
 //!
 //! The translation follows containerd's CRI plugin unless noted. It is pure
-//! apart from four small, documented host reads: a Localhost seccomp
+//! apart from six small, documented host reads: a Localhost seccomp
 //! profile (read and validated at create time), `stat` of CRI device host
 //! paths (and of /dev for privileged containers), `uname` for seccomp
-//! `minKernel` rules, and [`read_in_root`], which the caller uses to fetch
-//! the image's /etc/passwd and /etc/group.
+//! `minKernel` rules, crustd's own capability bounding set (read once: no
+//! container is given a capability crust itself lacks), a mount_setattr
+//! probe ([`recursive_read_only_supported`], once: a recursive read-only
+//! mount fails CreateContainer on a kernel that cannot do it rather than
+//! start weaker), and [`read_in_root`], which the caller uses to fetch the
+//! image's /etc/passwd and /etc/group.
 //!
 //! Deliberate differences from containerd:
 //! - no seccomp profile anywhere means RuntimeDefault (as CRI-O), not
@@ -15,8 +19,9 @@
 //! - `run_as_group` without a user keeps the image's user (as CRI-O);
 //! - annotations with runtime-interpreted prefixes (`org.systemd.property.`,
 //!   `run.oci.`, `io.kubernetes.cri.`, ...) are dropped, and requests the
-//!   translation cannot honour yet (user namespaces, TARGET pid namespace,
-//!   idmapped or image mounts, CDI devices) are refused rather than ignored.
+//!   translation cannot honour yet (user namespaces, idmapped or image
+//!   mounts, CDI devices, a TARGET pid namespace the caller did not resolve)
+//!   are refused rather than ignored.
 
 mod error;
 mod mounts;
@@ -35,10 +40,11 @@ use oci_spec::runtime::{
 };
 
 pub use error::SpecError;
-pub use mounts::image_volumes;
+pub use mounts::{image_volumes, recursive_read_only_supported};
 pub use oci_spec::runtime::{LinuxDevice, Spec};
 pub use resources::device_from_host;
 pub use rootfs::read_in_root;
+pub use security::check_pod_sysctls;
 pub use user::parse_uid;
 
 /// The OCI version crust writes.
@@ -88,6 +94,52 @@ pub struct ContainerFacts {
     pub oom_score_adj_min: i64,
 }
 
+/// Namespaces of *other* containers a container asks to join, resolved by
+/// the runtime (this crate cannot see other containers).
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    /// For `namespace_options.pid = TARGET` (kubectl debug's ephemeral
+    /// containers): `/proc/<pid>/ns/pid` of the running container named by
+    /// `namespace_options.target_id` (see [`pid_namespace_target`]), where
+    /// `<pid>` is that container's init process as the host sees it. The
+    /// runtime must check that the target is in the same pod and running
+    /// (and return NotFound / FailedPrecondition otherwise). None with a
+    /// TARGET request fails with [`SpecError::Unsupported`].
+    pub target_pidns_path: Option<PathBuf>,
+}
+
+/// The container id whose PID namespace `config` asks to join
+/// (NamespaceMode TARGET), if any; the runtime resolves it into
+/// [`Targets::target_pidns_path`].
+pub fn pid_namespace_target(config: &ContainerConfig) -> Option<&str> {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .filter(|o| o.pid == k8s_cri::v1::NamespaceMode::Target as i32)
+        .map(|o| o.target_id.as_str())
+}
+
+/// ContainerStatus.user: the identity the spec gives the container's first
+/// process. kubelet publishes it as `status.containerStatuses[].user` once
+/// the runtime reports the SupplementalGroupsPolicy feature.
+pub fn container_user(spec: &Spec) -> Option<k8s_cri::v1::ContainerUser> {
+    let user = spec.process().as_ref()?.user();
+    Some(k8s_cri::v1::ContainerUser {
+        linux: Some(k8s_cri::v1::LinuxContainerUser {
+            uid: user.uid().into(),
+            gid: user.gid().into(),
+            supplemental_groups: user
+                .additional_gids()
+                .iter()
+                .flatten()
+                .map(|g| i64::from(*g))
+                .collect(),
+        }),
+    })
+}
+
 /// The image's config and its /etc/passwd and /etc/group contents, read by
 /// the caller with [`read_in_root`] and a size limit.
 #[derive(Debug, Clone, Copy)]
@@ -105,13 +157,27 @@ fn empty<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 }
 
 /// Builds the OCI spec. `root.path` = "rootfs", `root.readonly` from the
-/// security context.
+/// security context. A container that targets another container's
+/// namespaces needs [`container_spec_with`].
 pub fn container_spec(
     config: &ContainerConfig,
     pod: &PodSandboxConfig,
     image: &ImageFacts<'_>,
     sandbox: &SandboxFacts,
     container: &ContainerFacts,
+) -> Result<Spec, SpecError> {
+    container_spec_with(config, pod, image, sandbox, container, &Targets::default())
+}
+
+/// [`container_spec`] with the namespaces of other containers this one
+/// joins.
+pub fn container_spec_with(
+    config: &ContainerConfig,
+    pod: &PodSandboxConfig,
+    image: &ImageFacts<'_>,
+    sandbox: &SandboxFacts,
+    container: &ContainerFacts,
+    targets: &Targets,
 ) -> Result<Spec, SpecError> {
     security::check_container_id(container)?;
     let default_sc = LinuxContainerSecurityContext::default();
@@ -145,7 +211,7 @@ pub fn container_spec(
 
     // Process.
     let user = user::resolve_user(sc, image)?;
-    let caps = security::capabilities(sc, privileged)?;
+    let caps = security::capabilities_within(sc, privileged, security::host_capabilities())?;
     let res = resources::resources(
         config.linux.as_ref().and_then(|l| l.resources.as_ref()),
         container.oom_score_adj_min,
@@ -189,6 +255,19 @@ pub fn container_spec(
         scv.readonly_rootfs,
     )?;
 
+    if let Some(m) = plan.mounts.iter().find(|m| {
+        m.options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o == "rro"))
+    }) && !recursive_read_only_supported()
+    {
+        return Err(SpecError::unsupported(
+            format!("mounts[{}] recursive_read_only", m.destination().display()),
+            "true",
+            "this kernel cannot make mounts read-only recursively (mount_setattr, Linux 5.12+)",
+        ));
+    }
+
     // Linux.
     let devices = resources::devices(config, privileged)?;
     let mut lres: LinuxResourcesBuilder = LinuxResourcesBuilder::default().devices(devices.rules);
@@ -215,7 +294,13 @@ pub fn container_spec(
     )?;
 
     let mut linux: oci_spec::runtime::Linux = empty(serde_json::json!({}));
-    linux.set_namespaces(Some(security::namespaces(sc, pod, sandbox, privileged)?));
+    linux.set_namespaces(Some(security::namespaces(
+        sc,
+        pod,
+        sandbox,
+        privileged,
+        targets.target_pidns_path.as_deref(),
+    )?));
     linux.set_cgroups_path(Some(
         resources::cgroups_path(sandbox, &container.id)?.into(),
     ));

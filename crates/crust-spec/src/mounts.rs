@@ -83,6 +83,50 @@ pub fn image_volumes(
         .collect()
 }
 
+/// Whether this kernel can make a mount read-only recursively
+/// (mount_setattr(2) with MOUNT_ATTR_RDONLY and AT_RECURSIVE, Linux 5.12+),
+/// which the OCI `rro` option needs. Probed once per process: asked about
+/// fd -1, a kernel with the call answers EBADF and one without ENOSYS
+/// (anything else, e.g. EPERM without CAP_SYS_ADMIN, counts as no).
+pub fn recursive_read_only_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(probe_mount_setattr)
+}
+
+fn probe_mount_setattr() -> bool {
+    use nix::libc;
+    /// struct mount_attr (MOUNT_ATTR_SIZE_VER0).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let fd: libc::c_int = -1;
+    // SAFETY: the kernel reads `size_of::<MountAttr>()` bytes from `attr`
+    // and the empty NUL-terminated path, both alive for the call; fd -1
+    // names no mount, so nothing is changed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    rc == -1 && nix::errno::Errno::last() == nix::errno::Errno::EBADF
+}
+
 /// A bind mount before it becomes an OCI mount.
 struct Bind {
     dst: String,

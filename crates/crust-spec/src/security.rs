@@ -103,18 +103,67 @@ pub(crate) struct Caps {
     pub ambient: Capabilities,
 }
 
-/// Default set, then `ALL` in add, then `ALL` in drop, then the named adds,
-/// then the named drops (containerd's order: add ALL + drop CHOWN = all but
-/// CHOWN). Privileged: everything. Ambient capabilities must also be in the
-/// resulting set, so they cannot widen it.
+/// The capabilities crust itself holds and so can hand out: its own
+/// bounding set (CapBnd in /proc/self/status), read once; every capability
+/// Linux knows when that cannot be read. On a restricted host (a nested
+/// sandbox without CAP_SYS_RESOURCE, say) a container asking for more makes
+/// the OCI runtime's capset(2) fail, so privileged and `ALL` mean "all of
+/// these", as containerd's `cap.Current()`.
+pub(crate) fn host_capabilities() -> &'static Capabilities {
+    static HOST: std::sync::OnceLock<Capabilities> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        caps_in_mask(bounding_mask(&status).unwrap_or(u64::MAX))
+    })
+}
+
+fn bounding_mask(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// The known capabilities whose bits are set in `mask` (ALL_CAPS is in
+/// number order).
+fn caps_in_mask(mask: u64) -> Capabilities {
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .filter_map(|(_, n)| parse_cap("capabilities", n).ok())
+        .collect()
+}
+
+/// [`capabilities_within`] every capability Linux knows.
+#[cfg(test)]
 pub(crate) fn capabilities(
     sc: Option<&LinuxContainerSecurityContext>,
     privileged: bool,
 ) -> Result<Caps, SpecError> {
+    capabilities_within(sc, privileged, &cap_set("capabilities", ALL_CAPS)?)
+}
+
+/// Default set, then `ALL` in add, then `ALL` in drop, then the named adds,
+/// then the named drops (containerd's order: add ALL + drop CHOWN = all but
+/// CHOWN). Privileged: everything. All of it within `available` (what crust
+/// itself holds, [`host_capabilities`]): privileged and `ALL` get all of
+/// `available`, the default set loses what is not in it, and naming a
+/// capability outside it is an error rather than a container that cannot
+/// start. Ambient capabilities must also be in the resulting set, so they
+/// cannot widen it.
+pub(crate) fn capabilities_within(
+    sc: Option<&LinuxContainerSecurityContext>,
+    privileged: bool,
+    available: &Capabilities,
+) -> Result<Caps, SpecError> {
     let mut set = if privileged {
-        cap_set("capabilities", ALL_CAPS)?
+        available.clone()
     } else {
         cap_set("capabilities", DEFAULT_CAPS)?
+            .intersection(available)
+            .copied()
+            .collect()
     };
     let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) else {
         return Ok(Caps {
@@ -124,13 +173,21 @@ pub(crate) fn capabilities(
     };
     if !privileged {
         if c.add_capabilities.iter().any(|n| is_all(n)) {
-            set = cap_set("add_capabilities", ALL_CAPS)?;
+            set = available.clone();
         }
         if c.drop_capabilities.iter().any(|n| is_all(n)) {
             set.clear();
         }
         for n in c.add_capabilities.iter().filter(|n| !is_all(n)) {
-            set.insert(parse_cap("add_capabilities", n)?);
+            let cap = parse_cap("add_capabilities", n)?;
+            if !available.contains(&cap) {
+                return Err(SpecError::invalid(
+                    "add_capabilities",
+                    n,
+                    "crust itself does not hold this capability (not in its bounding set), so no container on this node can get it",
+                ));
+            }
+            set.insert(cap);
         }
         for n in c.drop_capabilities.iter().filter(|n| !is_all(n)) {
             set.remove(&parse_cap("drop_capabilities", n)?);
@@ -237,6 +294,36 @@ pub(crate) fn sysctls(
     pod: &PodSandboxConfig,
     sandbox: &SandboxFacts,
 ) -> Result<HashMap<String, String>, SpecError> {
+    checked_sysctls(
+        pod,
+        sandbox.netns_path.is_none(),
+        sandbox.ipcns_path.is_none(),
+    )
+}
+
+/// The same rules as [`sysctls`], judged from the pod config alone (its
+/// namespace options say whether it uses the host's network or IPC), so
+/// RunPodSandbox can refuse a pod whose containers could never be created.
+pub fn check_pod_sysctls(pod: &PodSandboxConfig) -> Result<(), SpecError> {
+    let opts = pod
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let node = |v: Option<i32>| v == Some(NamespaceMode::Node as i32);
+    checked_sysctls(
+        pod,
+        node(opts.map(|o| o.network)),
+        node(opts.map(|o| o.ipc)),
+    )
+    .map(|_| ())
+}
+
+fn checked_sysctls(
+    pod: &PodSandboxConfig,
+    host_net: bool,
+    host_ipc: bool,
+) -> Result<HashMap<String, String>, SpecError> {
     let mut out = HashMap::new();
     let Some(linux) = pod.linux.as_ref() else {
         return Ok(out);
@@ -266,14 +353,14 @@ pub(crate) fn sysctls(
                     "not a namespaced sysctl (allowed: net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)",
                 ));
             }
-            Some(SysctlNs::Net) if sandbox.netns_path.is_none() => {
+            Some(SysctlNs::Net) if host_net => {
                 return Err(SpecError::invalid(
                     "sysctls name",
                     name,
                     "net.* sysctls are not allowed in a host-network pod",
                 ));
             }
-            Some(SysctlNs::Ipc) if sandbox.ipcns_path.is_none() => {
+            Some(SysctlNs::Ipc) if host_ipc => {
                 return Err(SpecError::invalid(
                     "sysctls name",
                     name,
@@ -310,11 +397,16 @@ fn mode(field: &str, v: i32) -> Result<NamespaceMode, SpecError> {
 
 /// The pod's namespaces are the truth (SandboxFacts); a container may ask
 /// for less sharing but never for a host namespace its pod does not have.
+///
+/// `target_pidns` is the PID namespace of the container a TARGET request
+/// names (resolved by the runtime, see [`crate::Targets`]); a TARGET
+/// request without it is refused.
 pub(crate) fn namespaces(
     sc: Option<&LinuxContainerSecurityContext>,
     pod: &PodSandboxConfig,
     sandbox: &SandboxFacts,
     privileged: bool,
+    target_pidns: Option<&std::path::Path>,
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
     let opts: Option<&NamespaceOption> = sc.and_then(|s| s.namespace_options.as_ref());
     let pod_opts = pod
@@ -391,14 +483,24 @@ pub(crate) fn namespaces(
             }
         }
         NamespaceMode::Target => {
-            return Err(SpecError::unsupported(
-                "namespace_options.pid",
-                format!(
-                    "TARGET {}",
-                    opts.map(|o| o.target_id.as_str()).unwrap_or("")
-                ),
-                "targeting another container's PID namespace is not implemented yet",
-            ));
+            let target = opts.map(|o| o.target_id.as_str()).unwrap_or("");
+            if target.is_empty() {
+                return Err(SpecError::invalid(
+                    "namespace_options.pid",
+                    "TARGET",
+                    "target_id must name the container whose PID namespace to join",
+                ));
+            }
+            match target_pidns {
+                Some(p) => out.push(ns(LinuxNamespaceType::Pid, Some(p))?),
+                None => {
+                    return Err(SpecError::unsupported(
+                        "namespace_options.pid",
+                        format!("TARGET {target}"),
+                        "the runtime did not resolve the target container's PID namespace",
+                    ));
+                }
+            }
         }
         NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)?),
         NamespaceMode::Pod => match (&sandbox.pidns_path, sandbox.host_pid) {
@@ -578,6 +680,41 @@ mod tests {
     }
 
     #[test]
+    fn caps_stay_within_what_crust_holds() {
+        // A host without SYS_RESOURCE (bit 24), as some sandboxes.
+        let mask = bounding_mask("Name:\tx\nCapBnd:\t000001fffeffffff\n").unwrap();
+        let available = caps_in_mask(mask);
+        assert_eq!(available.len(), 40);
+        assert!(!available.contains(&Capability::SysResource));
+        let c = capabilities_within(None, true, &available).unwrap();
+        assert_eq!(c.set, available, "privileged gets what there is");
+        let c = capabilities_within(Some(&sc_caps(&["ALL"], &["CHOWN"], &[])), false, &available)
+            .unwrap();
+        assert_eq!(c.set.len(), 39);
+        let e = capabilities_within(
+            Some(&sc_caps(&["SYS_RESOURCE"], &[], &[])),
+            false,
+            &available,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SYS_RESOURCE") && e.contains("bounding set"),
+            "{e}"
+        );
+        // Without NET_RAW on the host the default set just lacks it.
+        let mut no_raw = available.clone();
+        no_raw.remove(&Capability::NetRaw);
+        let c = capabilities_within(None, false, &no_raw).unwrap();
+        assert_eq!(c.set.len(), 13);
+        assert!(!c.set.contains(&Capability::NetRaw));
+        // Unknown high bits are ignored; this process's own set parses.
+        assert_eq!(caps_in_mask(u64::MAX).len(), ALL_CAPS.len());
+        assert!(host_capabilities().len() <= ALL_CAPS.len());
+        assert!(bounding_mask("CapBnd:\tzz\n").is_none());
+    }
+
+    #[test]
     fn privileged_gets_all_caps_and_ignores_drops() {
         let c = capabilities(Some(&sc_caps(&[], &["ALL"], &[])), true).unwrap();
         assert_eq!(c.set.len(), 41);
@@ -703,7 +840,7 @@ mod tests {
         let pod = PodSandboxConfig::default();
         let sb = sandbox();
         assert_eq!(
-            types(&namespaces(None, &pod, &sb, false).unwrap()),
+            types(&namespaces(None, &pod, &sb, false, None).unwrap()),
             [
                 (T::Mount, None),
                 (T::Network, Some("/run/crust/ns/net".into())),
@@ -716,7 +853,7 @@ mod tests {
         // Shared pod PID namespace; privileged: no cgroup ns.
         let mut shared = sandbox();
         shared.pidns_path = Some("/proc/42/ns/pid".into());
-        let got = types(&namespaces(None, &pod, &shared, true).unwrap());
+        let got = types(&namespaces(None, &pod, &shared, true, None).unwrap());
         assert!(got.contains(&(T::Pid, Some("/proc/42/ns/pid".into()))));
         assert!(!got.iter().any(|(t, _)| *t == T::Cgroup));
         // A container may still ask for its own PID namespace.
@@ -726,7 +863,8 @@ mod tests {
             NamespaceMode::Pod,
         );
         assert!(
-            types(&namespaces(Some(&sc), &pod, &shared, false).unwrap()).contains(&(T::Pid, None))
+            types(&namespaces(Some(&sc), &pod, &shared, false, None).unwrap())
+                .contains(&(T::Pid, None))
         );
         // Host everything.
         let host = SandboxFacts {
@@ -742,7 +880,7 @@ mod tests {
             NamespaceMode::Node,
         );
         assert_eq!(
-            types(&namespaces(Some(&sc), &pod, &host, false).unwrap()),
+            types(&namespaces(Some(&sc), &pod, &host, false, None).unwrap()),
             [(T::Mount, None), (T::Cgroup, None)]
         );
     }
@@ -766,7 +904,7 @@ mod tests {
             ),
         ] {
             assert!(
-                namespaces(Some(&sc), &pod, &sandbox(), false).is_err(),
+                namespaces(Some(&sc), &pod, &sandbox(), false, None).is_err(),
                 "{sc:?}"
             );
         }
@@ -775,10 +913,72 @@ mod tests {
             mode: NamespaceMode::Pod as i32,
             ..Default::default()
         });
-        let e = namespaces(Some(&sc), &pod, &sandbox(), false)
+        let e = namespaces(Some(&sc), &pod, &sandbox(), false, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("userns"), "{e}");
+    }
+
+    #[test]
+    fn target_pid_namespace_joins_the_resolved_path() {
+        use LinuxNamespaceType as T;
+        let pod = PodSandboxConfig::default();
+        let mut sc = nsopts(
+            NamespaceMode::Pod,
+            NamespaceMode::Target,
+            NamespaceMode::Pod,
+        );
+        sc.namespace_options.as_mut().unwrap().target_id = "abc123".into();
+        let target = std::path::Path::new("/proc/4242/ns/pid");
+        let got = types(&namespaces(Some(&sc), &pod, &sandbox(), false, Some(target)).unwrap());
+        assert!(
+            got.contains(&(T::Pid, Some("/proc/4242/ns/pid".into()))),
+            "{got:?}"
+        );
+        assert_eq!(got.iter().filter(|(t, _)| *t == T::Pid).count(), 1);
+        // Unresolved: refused, naming the target.
+        let e = namespaces(Some(&sc), &pod, &sandbox(), false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TARGET abc123"), "{e}");
+        // No target id: refused even with a path.
+        sc.namespace_options.as_mut().unwrap().target_id.clear();
+        let e = namespaces(Some(&sc), &pod, &sandbox(), false, Some(target))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("target_id"), "{e}");
+        // A resolved path never applies to a container that did not ask.
+        let got = types(&namespaces(None, &pod, &sandbox(), false, Some(target)).unwrap());
+        assert!(got.contains(&(T::Pid, None)), "{got:?}");
+    }
+
+    #[test]
+    fn pod_sysctls_are_checked_from_the_pod_config() {
+        assert!(check_pod_sysctls(&PodSandboxConfig::default()).is_ok());
+        assert!(check_pod_sysctls(&pod_with_sysctls(&[("net.ipv4.ip_forward", "1")])).is_ok());
+        let e = check_pod_sysctls(&pod_with_sysctls(&[("kernel.panic", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel.panic"), "{e}");
+        assert!(check_pod_sysctls(&pod_with_sysctls(&[("kernel.shmmax", "1\n")])).is_err());
+        let host = |network: NamespaceMode, ipc: NamespaceMode, kv: (&str, &str)| {
+            let mut p = pod_with_sysctls(&[kv]);
+            p.linux.as_mut().unwrap().security_context =
+                Some(k8s_cri::v1::LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: network as i32,
+                        ipc: ipc as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            check_pod_sysctls(&p)
+        };
+        let (pod_, node) = (NamespaceMode::Pod, NamespaceMode::Node);
+        assert!(host(node, pod_, ("net.core.somaxconn", "1")).is_err());
+        assert!(host(node, pod_, ("kernel.shmmax", "1")).is_ok());
+        assert!(host(pod_, node, ("kernel.shmmax", "1")).is_err());
+        assert!(host(pod_, node, ("net.core.somaxconn", "1")).is_ok());
     }
 
     #[test]

@@ -305,6 +305,20 @@ fn security_context_knobs() {
 }
 
 #[test]
+fn container_user_reports_the_process_identity() {
+    let mut c = config();
+    {
+        let sc = sc_mut(&mut c);
+        sc.run_as_user = Some(Int64Value { value: 1000 });
+        sc.supplemental_groups = vec![3000];
+    }
+    let spec = build(&c, &pod(), &sandbox()).unwrap();
+    let user = container_user(&spec).unwrap().linux.unwrap();
+    assert_eq!((user.uid, user.gid), (1000, 1000));
+    assert_eq!(user.supplemental_groups, [1000, 3000]);
+}
+
+#[test]
 fn privileged_container() {
     let mut c = config();
     sc_mut(&mut c).privileged = true;
@@ -319,9 +333,9 @@ fn privileged_container() {
             .unwrap()
             .bounding()
             .as_ref()
-            .unwrap()
-            .len(),
-        41
+            .unwrap(),
+        security::host_capabilities(),
+        "everything crust itself holds"
     );
     let l = spec.linux().as_ref().unwrap();
     assert!(l.masked_paths().is_none() && l.readonly_paths().is_none());
@@ -521,4 +535,70 @@ fn annotations_cannot_loosen_anything() {
     // Inert keys pass through.
     assert_eq!(ann["privileged"], "true");
     assert_eq!(ann["cpu-quota.crio.io"], "disable");
+}
+
+#[test]
+fn target_pid_namespace_through_the_whole_spec() {
+    let mut c = config();
+    assert_eq!(pid_namespace_target(&c), None);
+    sc_mut(&mut c).namespace_options = Some(k8s_cri::v1::NamespaceOption {
+        pid: k8s_cri::v1::NamespaceMode::Target as i32,
+        target_id: "f00d".into(),
+        ..Default::default()
+    });
+    assert_eq!(pid_namespace_target(&c), Some("f00d"));
+    // Without the runtime's answer: refused, not silently given its own.
+    let e = build(&c, &pod(), &sandbox()).unwrap_err();
+    assert!(matches!(e, SpecError::Unsupported { .. }), "{e}");
+    let img = image();
+    let facts = ImageFacts {
+        config: &img,
+        passwd: Some(PASSWD),
+        group: Some(GROUP),
+    };
+    let targets = Targets {
+        target_pidns_path: Some("/proc/77/ns/pid".into()),
+    };
+    let spec = container_spec_with(&c, &pod(), &facts, &sandbox(), &container(), &targets).unwrap();
+    let pid: Vec<_> = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|n| n.typ() == LinuxNamespaceType::Pid)
+        .map(|n| n.path().clone())
+        .collect();
+    assert_eq!(pid, [Some("/proc/77/ns/pid".into())]);
+}
+
+#[test]
+fn recursive_read_only_mounts_follow_the_kernel() {
+    let mut c = config();
+    c.mounts = vec![k8s_cri::v1::Mount {
+        container_path: "/data".into(),
+        host_path: "/var/lib/data".into(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    match build(&c, &pod(), &sandbox()) {
+        Ok(spec) => {
+            assert!(recursive_read_only_supported());
+            let m = spec
+                .mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == Path::new("/data"))
+                .unwrap();
+            assert!(m.options().as_ref().unwrap().contains(&"rro".to_string()));
+        }
+        Err(e) => {
+            assert!(!recursive_read_only_supported());
+            assert!(e.to_string().contains("recursive_read_only"), "{e}");
+        }
+    }
 }
