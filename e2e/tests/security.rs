@@ -1309,7 +1309,6 @@ async fn annotations_cannot_loosen_anything() {
 // Namespaces, mounts and what Status reports
 
 #[tokio::test]
-#[ignore = "needs crust-runtime to resolve target_id into crust_spec::Targets (issue 7)"]
 async fn target_pid_namespace_shows_the_other_container() {
     let crustd = Crustd::start().await;
     let mut c = ready(&crustd).await;

@@ -240,8 +240,35 @@ impl Pods {
             passwd: passwd.as_deref(),
             group: group.as_deref(),
         };
-        let spec = crust_spec::container_spec(config, pod_config, &image_facts, &facts, &container)
-            .map_err(invalid)?;
+        // kubectl debug's TARGET pid namespace: the running target's.
+        let mut targets = crust_spec::Targets::default();
+        if let Some(target) = crust_spec::pid_namespace_target(config).filter(|t| !t.is_empty()) {
+            let target = self
+                .container(target)?
+                .filter(|t| t.sandbox_id == sandbox.id)
+                .ok_or_else(|| {
+                    RuntimeError::NotFound(format!(
+                        "target container {target:?} not found in pod {}",
+                        sandbox.id
+                    ))
+                })?;
+            if target.state != ContainerState::Running || target.pid == 0 {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "target container {} is not running",
+                    target.id
+                )));
+            }
+            targets.target_pidns_path = Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid)));
+        }
+        let spec = crust_spec::container_spec_with(
+            config,
+            pod_config,
+            &image_facts,
+            &facts,
+            &container,
+            &targets,
+        )
+        .map_err(invalid)?;
         for (_, dir) in crust_spec::image_volumes(config, image, &container) {
             std::fs::create_dir_all(dir)?;
         }
@@ -497,6 +524,10 @@ impl Pods {
                     ..Default::default()
                 }),
             image_id: record.image_id.clone(),
+            user: std::fs::read(Path::new(&record.bundle).join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crust_spec::Spec>(&b).ok())
+                .and_then(|spec| crust_spec::container_user(&spec)),
             ..Default::default()
         };
         let mut info = HashMap::new();

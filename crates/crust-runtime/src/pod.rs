@@ -66,6 +66,9 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<&cri::PodSandboxMetadata, 
         )));
     }
     files::validate_dns(config.dns_config.as_ref()).map_err(RuntimeError::InvalidArgument)?;
+    // Unsafe sysctls fail the pod, not only its containers later.
+    crust_spec::check_pod_sysctls(config)
+        .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
     if let Some(mapping) = config
         .port_mappings
         .iter()
