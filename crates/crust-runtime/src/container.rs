@@ -528,7 +528,6 @@ impl Pods {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<crust_spec::Spec>(&b).ok())
                 .and_then(|spec| crust_spec::container_user(&spec)),
-            ..Default::default()
         };
         let mut info = HashMap::new();
         if verbose {
