@@ -508,69 +508,7 @@ impl Cri {
         // not known to, so only handlers running crust-shim claim it, and
         // only on a kernel that has mount_setattr. User namespaces
         // (hostUsers: false) are not implemented: false everywhere.
-        /// Whether the kernel has mount_setattr(2) (Linux 5.12+), which
-        /// recursive read-only mounts need; probed once. crust-spec refuses
-        /// such mounts without it by the same probe
-        /// (`crust_spec::recursive_read_only_supported`, not a dependency
-        /// of this crate).
-        fn recursive_read_only_supported() -> bool {
-            static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            *SUPPORTED.get_or_init(|| {
-                // The unified syscall table (424 and up) gives 442 on every
-                // architecture but alpha, ia64 and mips.
-                if !cfg!(any(
-                    target_arch = "x86_64",
-                    target_arch = "x86",
-                    target_arch = "aarch64",
-                    target_arch = "arm",
-                    target_arch = "riscv64",
-                    target_arch = "s390x",
-                    target_arch = "powerpc64",
-                    target_arch = "loongarch64"
-                )) {
-                    return false;
-                }
-                unsafe extern "C" {
-                    fn syscall(number: std::ffi::c_long, ...) -> std::ffi::c_long;
-                }
-                /// struct mount_attr, MOUNT_ATTR_SIZE_VER0.
-                #[repr(C)]
-                struct MountAttr {
-                    attr_set: u64,
-                    attr_clr: u64,
-                    propagation: u64,
-                    userns_fd: u64,
-                }
-                const SYS_MOUNT_SETATTR: std::ffi::c_long = 442;
-                const AT_EMPTY_PATH: std::ffi::c_int = 0x1000;
-                const AT_RECURSIVE: std::ffi::c_int = 0x8000;
-                const MOUNT_ATTR_RDONLY: u64 = 0x1;
-                const EBADF: i32 = 9;
-                let attr = MountAttr {
-                    attr_set: MOUNT_ATTR_RDONLY,
-                    attr_clr: 0,
-                    propagation: 0,
-                    userns_fd: 0,
-                };
-                let fd: std::ffi::c_int = -1;
-                // SAFETY: the kernel reads size_of::<MountAttr>() bytes from
-                // `attr` and the empty NUL-terminated path, both alive for
-                // the call; fd -1 names no mount, so nothing changes. A
-                // kernel with the call answers EBADF, one without ENOSYS.
-                let rc = unsafe {
-                    syscall(
-                        SYS_MOUNT_SETATTR,
-                        fd,
-                        c"".as_ptr(),
-                        AT_EMPTY_PATH | AT_RECURSIVE,
-                        &attr as *const MountAttr,
-                        std::mem::size_of::<MountAttr>(),
-                    )
-                };
-                rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(EBADF)
-            })
-        }
-        let rro = recursive_read_only_supported();
+        let rro = crust_spec::recursive_read_only_supported();
         let handler = |name: &str| {
             let shim = rt
                 .config
