@@ -501,8 +501,8 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A raw HTTP/1.1 exchange with the plain test registry (the tests only
-/// need GET and PUT of manifests, so no HTTP client crate).
-fn registry_http(
+/// need GETs and PUTs, so no HTTP client crate).
+pub fn registry_http(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],

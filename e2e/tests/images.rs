@@ -645,3 +645,145 @@ async fn a_stalled_registry_cancels_the_pull_with_a_clear_error() {
     assert!(c.list_images().await.is_empty());
     drop(held);
 }
+
+/// A registry that wants OAuth2 bearer tokens: its token realm trades the
+/// refresh token "crust-refresh" for the access token "crust-access";
+/// with that, requests are answered from the real test registry.
+fn token_registry() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let exchanges = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = exchanges.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap_or(0);
+                let mut headers = std::collections::HashMap::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_lowercase(), v.trim().to_string());
+                    }
+                }
+                let length: usize = headers
+                    .get("content-length")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut parts = request_line.split(' ');
+                let (method, path) = (
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or("").to_string(),
+                );
+                let challenge = format!(
+                    "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"crust-mock\""
+                );
+                let mut out = stream;
+                let reply = |out: &mut std::net::TcpStream,
+                             status: &str,
+                             extra: &[(String, String)],
+                             body: &[u8]| {
+                    let mut head = format!(
+                        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+                        body.len()
+                    );
+                    for (k, v) in extra {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = out.write_all(head.as_bytes());
+                    let _ = out.write_all(body);
+                };
+                if method == "POST" && path == "/token" {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let form = String::from_utf8_lossy(&body).to_string();
+                    if form.contains("grant_type=refresh_token")
+                        && form.contains("refresh_token=crust-refresh")
+                    {
+                        reply(
+                            &mut out,
+                            "200 OK",
+                            &[("Content-Type".into(), "application/json".into())],
+                            br#"{"access_token":"crust-access"}"#,
+                        );
+                    } else {
+                        reply(&mut out, "401 Unauthorized", &[], b"{}");
+                    }
+                    return;
+                }
+                if path == "/v2/"
+                    || headers.get("authorization").map(String::as_str)
+                        != Some("Bearer crust-access")
+                {
+                    reply(
+                        &mut out,
+                        "401 Unauthorized",
+                        &[("WWW-Authenticate".into(), challenge)],
+                        b"{}",
+                    );
+                    return;
+                }
+                let accept = headers.get("accept").cloned().unwrap_or_default();
+                let (status, upstream_headers, upstream_body) =
+                    crust_e2e::registry_http("GET", &path, &[("Accept", &accept)], b"");
+                let keep: Vec<(String, String)> = upstream_headers
+                    .into_iter()
+                    .filter(|(k, _)| k == "content-type" || k == "docker-content-digest")
+                    .collect();
+                let status = if status == 200 {
+                    "200 OK".to_string()
+                } else {
+                    format!("{status} Upstream")
+                };
+                let body = if method == "HEAD" {
+                    Vec::new()
+                } else {
+                    upstream_body
+                };
+                reply(&mut out, &status, &keep, &body);
+            });
+        }
+    });
+    (port, exchanges)
+}
+
+#[tokio::test]
+async fn identity_tokens_are_traded_for_access_tokens() {
+    let (port, exchanges) = token_registry();
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let name = format!("127.0.0.1:{port}/crust-test/busybox:latest");
+    let err = c.pull(&name).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let wrong = cri::AuthConfig {
+        identity_token: "stolen".into(),
+        ..Default::default()
+    };
+    let err = c.pull_with(&name, Some(wrong)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("identity token"),
+        "{}",
+        err.message()
+    );
+    let right = cri::AuthConfig {
+        identity_token: "crust-refresh".into(),
+        server_address: format!("127.0.0.1:{port}"),
+        ..Default::default()
+    };
+    let id = c.pull_with(&name, Some(right)).await.unwrap();
+    assert_eq!(id, image_id("crust-test/busybox:latest"));
+    assert_eq!(
+        exchanges.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one refused, one granted"
+    );
+}

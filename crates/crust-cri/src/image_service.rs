@@ -45,6 +45,7 @@ fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Credentials, Status> {
         password: auth.password.clone(),
         registry_token: auth.registry_token.clone(),
         server_address: auth.server_address.clone(),
+        ..Default::default()
     };
     if !auth.auth.is_empty() {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -60,11 +61,7 @@ fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Credentials, Status> {
         creds.username = user.to_string();
         creds.password = pass.to_string();
     }
-    if !auth.identity_token.is_empty() && creds.registry_token.is_empty() {
-        return Err(Status::invalid_argument(
-            "auth.identity_token (an OAuth2 refresh token) is not supported by crust yet; pass username/password or registry_token",
-        ));
-    }
+    creds.identity_token = auth.identity_token.clone();
     Ok(creds)
 }
 

@@ -7,6 +7,7 @@ pub mod manifest;
 mod pull;
 pub mod reference;
 pub mod registry;
+mod token;
 
 use std::path::Path;
 use std::sync::Arc;

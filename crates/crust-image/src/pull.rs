@@ -162,7 +162,23 @@ impl Puller {
         let mut failures = Vec::new();
         for endpoint in endpoints(&self.config, &image.registry) {
             let client = client_for(&endpoint, &self.ca_certs, self.stall_timeout());
-            let (_, auth) = reference_at(&endpoint, image, &image.registry, None, creds);
+            let (_, mut auth) = reference_at(&endpoint, image, &image.registry, None, creds);
+            if !endpoint.is_mirror
+                && !creds.identity_token.is_empty()
+                && creds.belongs_to(&image.registry)
+            {
+                let scheme = if endpoint.plain_http { "http" } else { "https" };
+                let token = crate::token::exchange(
+                    &format!("{scheme}://{}", endpoint.host),
+                    &image.repository,
+                    &creds.identity_token,
+                    &self.ca_certs,
+                    endpoint.skip_verify,
+                    self.stall_timeout(),
+                )
+                .await?;
+                auth = RegistryAuth::Bearer(token);
+            }
             let source = Source {
                 client,
                 endpoint: endpoint.clone(),

@@ -18,6 +18,9 @@ pub struct Credentials {
     pub password: String,
     /// A registry bearer token, sent as is.
     pub registry_token: String,
+    /// An OAuth2 refresh token ("identity token"), traded for an access
+    /// token at the registry's token realm.
+    pub identity_token: String,
     /// The host these credentials belong to (CRI `server_address`); empty
     /// means "the image's registry".
     pub server_address: String,
@@ -44,7 +47,7 @@ impl Credentials {
     }
 
     /// Whether these credentials were given for `registry`.
-    fn belongs_to(&self, registry: &str) -> bool {
+    pub(crate) fn belongs_to(&self, registry: &str) -> bool {
         let server = self
             .server_address
             .trim_start_matches("https://")
