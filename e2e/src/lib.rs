@@ -454,6 +454,20 @@ impl CriClient {
             .image
     }
 
+    /// The verbose ImageStatus `info` JSON (config, chain and layers).
+    pub async fn image_info(&mut self, name: &str) -> serde_json::Value {
+        let status = self
+            .image
+            .image_status(cri::ImageStatusRequest {
+                image: Some(image_spec(name)),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_str(&status.info["info"]).unwrap()
+    }
+
     pub async fn list_images(&mut self) -> Vec<cri::Image> {
         self.image
             .list_images(cri::ListImagesRequest { filter: None })

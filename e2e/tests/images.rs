@@ -85,18 +85,9 @@ async fn pulls_every_format_and_reports_the_image_id() {
         .unwrap();
     assert_eq!(multi.repo_tags.len(), 2, "{multi:?}");
     // The index resolved to this host's platform: its marker file says so.
-    let verbose = c
-        .image
-        .image_status(cri::ImageStatusRequest {
-            image: Some(crust_e2e::image_spec(&image_ref(
-                "crust-test/multiarch:latest",
-            ))),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let info = c
+        .image_info(&image_ref("crust-test/multiarch:latest"))
+        .await;
     assert_eq!(info["imageSpec"]["architecture"], "amd64");
     let top = info["chainID"].as_str().unwrap();
     let marker = std::fs::read_to_string(layer_dir(&crustd, top).join("platform")).unwrap();
@@ -110,18 +101,9 @@ async fn multilayer_unpacks_to_overlay_form() {
     c.pull(&image_ref("crust-test/multilayer:latest"))
         .await
         .unwrap();
-    let verbose = c
-        .image
-        .image_status(cri::ImageStatusRequest {
-            image: Some(crust_e2e::image_spec(&image_ref(
-                "crust-test/multilayer:latest",
-            ))),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let info = c
+        .image_info(&image_ref("crust-test/multilayer:latest"))
+        .await;
     let chains: Vec<String> = info["layers"]
         .as_array()
         .unwrap()
@@ -379,16 +361,7 @@ async fn every_kind_of_name_finds_and_removes_the_image() {
             .images;
         assert_eq!(listed.len(), 1, "{lookup}");
     }
-    let verbose = c
-        .image
-        .image_status(cri::ImageStatusRequest {
-            image: Some(crust_e2e::image_spec(&id)),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let info = c.image_info(&id).await;
     assert_eq!(info["imageSpec"]["config"]["StopSignal"], "SIGUSR1");
     for removal in [by_digest, short_id, id.clone()] {
         c.pull(&image_ref(name)).await.unwrap();
@@ -596,16 +569,7 @@ async fn killed_mid_pull_then_restarted_pulls_correctly() {
         c.pull(&name).await.unwrap(),
         image_id("crust-test/big:latest")
     );
-    let verbose = c
-        .image
-        .image_status(cri::ImageStatusRequest {
-            image: Some(crust_e2e::image_spec(&name)),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let info = c.image_info(&name).await;
     let big = layer_dir(&crustd, info["chainID"].as_str().unwrap()).join("big.bin");
     assert_eq!(std::fs::metadata(big).unwrap().len(), 64 << 20);
 }
