@@ -28,16 +28,32 @@ impl Log for Stderr {
             r.args()
         );
         line.extend_from_slice(text.as_bytes());
-        let _ = nix::unistd::write(std::io::stderr(), &line);
+        let fd = LOG_FD.load(std::sync::atomic::Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: LOG_FD is a descriptor this process dup'ed at init and
+            // never closes; a forked child inherits it (or it was closed by
+            // libcontainer before exec, and write fails harmlessly).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = nix::unistd::write(fd, &line);
+        }
     }
 
     fn flush(&self) {}
 }
 
+/// The shim's own log: a private copy of the stderr it started with. Not
+/// fd 2 itself: libcontainer's container init (forked from the shim)
+/// points fd 2 at the container's stderr, and runtime log lines must never
+/// land in a container's log.
+static LOG_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
 /// Warnings and errors only, unless `-debug`: the log is a file that
 /// nothing rotates.
 pub fn init(debug: bool) {
     static LOGGER: Stderr = Stderr;
+    if let Ok(fd) = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
+        LOG_FD.store(fd, std::sync::atomic::Ordering::Relaxed);
+    }
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(if debug {
             LevelFilter::Debug
