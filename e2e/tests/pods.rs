@@ -719,3 +719,35 @@ async fn reopen_container_log_starts_a_new_file() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn an_exit_while_crustd_was_down_is_recorded_after_restart() {
+    let mut crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "missed");
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config(
+                "brief",
+                &image_ref(BUSYBOX),
+                &["sh", "-c", "sleep 1; exit 5"],
+            ),
+        )
+        .await;
+    crustd.stop_with(Signal::SIGKILL);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let status = c.wait_exited(&id, Duration::from_secs(10)).await;
+    assert_eq!(status.exit_code, 5);
+    assert_eq!(status.reason, "Error");
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

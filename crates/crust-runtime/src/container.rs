@@ -438,6 +438,56 @@ impl Pods {
         Ok(())
     }
 
+    /// At start: exits that happened while crustd was down reached no one
+    /// (the shim's events went to a dead socket); ask each shim instead.
+    pub(crate) async fn reconcile_running(&self) {
+        let Ok(containers) = self.store.list::<ContainerRecord>() else {
+            return;
+        };
+        for record in containers
+            .into_iter()
+            .filter(|c| c.state == ContainerState::Running)
+        {
+            let Ok(sandbox) = self.require_sandbox(&record.sandbox_id) else {
+                continue;
+            };
+            let state = match self.shim_for(&sandbox).await {
+                Ok(shim) => shim.state(&record.id).await,
+                Err(e) => Err(e),
+            };
+            let result = match state {
+                Ok(s)
+                    if s.status.enum_value_or_default()
+                        == containerd_shim_protos::api::Status::STOPPED =>
+                {
+                    let at = s
+                        .exited_at
+                        .as_ref()
+                        .map_or(0, |t| t.seconds * 1_000_000_000 + t.nanos as i64);
+                    self.finalize_exit(&record.id, s.exit_status, at).await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // The shim is gone, and with it what became of the process.
+                    tracing::warn!(container_id = %record.id, error = %e, "container state unknown");
+                    self.store
+                        .write(|tx| {
+                            if let Some(mut r) = tx.get::<ContainerRecord>(&record.id)? {
+                                r.state = ContainerState::Unknown;
+                                r.message = format!("its shim is unreachable: {e}");
+                                tx.put(&r)?;
+                            }
+                            Ok(())
+                        })
+                        .map_err(RuntimeError::from)
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(container_id = %record.id, error = %e, "cannot reconcile container");
+            }
+        }
+    }
+
     pub(crate) async fn apply_event(&self, event: &ShimEvent) -> Result<(), RuntimeError> {
         match event {
             ShimEvent::Exit {

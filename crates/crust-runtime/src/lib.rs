@@ -102,8 +102,10 @@ impl Pods {
         self.cni.status()
     }
 
-    /// At start: finish network teardowns that failed before.
+    /// At start: record exits missed while crustd was down, and finish
+    /// network teardowns that failed before.
     pub async fn recover(&self) {
+        self.reconcile_running().await;
         network::retry_pending(&self.cni, &self.config.state).await;
         let Ok(sandboxes) = self.store.list::<crust_store::SandboxRecord>() else {
             return;
