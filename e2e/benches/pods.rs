@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crust_e2e::{Crustd, container_config, cri, image_ref, pod_config};
+use crust_e2e::{Crustd, container_config, image_ref, pod_config};
 
 const SEQUENTIAL: usize = 30;
 const CONCURRENT: usize = 10;
@@ -73,16 +73,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut shim_rss = Vec::new();
     for pod in &pods {
-        let status = c
-            .runtime
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let info = c.pod_info(pod).await;
         shim_rss.push(rss_kib(info["pid"].as_u64().unwrap() as u32));
     }
     shim_rss.sort();
@@ -110,12 +101,7 @@ async fn main() {
     );
     pods.extend(results.into_iter().map(|(p, _)| p));
     for pod in pods {
-        c.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod,
-            })
-            .await
-            .unwrap();
+        c.remove_pod(&pod).await;
     }
 }
 

@@ -638,6 +638,16 @@ pub fn pod_config(crustd: &Crustd, name: &str) -> cri::PodSandboxConfig {
     }
 }
 
+/// Sets a pod's namespace options (host network, shared PID, ...).
+pub fn set_pod_namespaces(pod: &mut cri::PodSandboxConfig, options: cri::NamespaceOption) {
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(options),
+        ..Default::default()
+    });
+}
+
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -663,6 +673,29 @@ impl CriClient {
             .unwrap()
             .into_inner()
             .pod_sandbox_id
+    }
+
+    pub async fn remove_pod(&mut self, id: &str) {
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The verbose PodSandboxStatus `info` JSON (shim pid, pod init, ...).
+    pub async fn pod_info(&mut self, id: &str) -> serde_json::Value {
+        let status = self
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_str(&status.info["info"]).unwrap()
     }
 
     /// Creates and starts a container; returns its id.

@@ -273,12 +273,7 @@ async fn pods_get_addresses_ports_and_dns() {
         "portmap rule left behind"
     );
     for pod in [web, client] {
-        c.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod,
-            })
-            .await
-            .unwrap();
+        c.remove_pod(&pod).await;
     }
     assert!(net.allocated().is_empty());
     // Every ADD and DEL is counted and timed.
@@ -462,11 +457,6 @@ async fn teardown_survives_a_crustd_restart() {
     assert!(net.allocated().is_empty(), "IP still allocated after Stop");
     let netns = crustd.state().join("pods").join(&pod).join("ns/net");
     assert!(!netns.exists(), "the pod's netns outlived Stop");
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    c.remove_pod(&pod).await;
     let _ = Path::new("/");
 }

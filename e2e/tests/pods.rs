@@ -132,12 +132,7 @@ async fn pod_with_a_long_running_and_an_exiting_container() {
     assert_eq!(stopped.state, cri::ContainerState::ContainerExited as i32);
     let pid_dir = crustd.state().join("pods").join(&pod);
     for _ in 0..2 {
-        c.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap();
+        c.remove_pod(&pod).await;
     }
     assert!(!pid_dir.exists(), "pod state dir left behind");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -355,12 +350,7 @@ async fn limits_land_in_the_cgroup_and_can_be_updated() {
         .stats
         .unwrap();
     assert_eq!(pod_stats.linux.unwrap().containers.len(), 1);
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
+    c.remove_pod(&pod).await;
     assert!(
         !std::path::Path::new(&format!("/sys/fs/cgroup/memory{cgroup}")).exists(),
         "container cgroup left"
@@ -450,12 +440,7 @@ async fn names_are_unique_and_ids_accept_prefixes() {
         })
         .await
         .unwrap();
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: "feedbeef".into(),
-        })
-        .await
-        .unwrap();
+    c.remove_pod("feedbeef").await;
     let err = c
         .runtime
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -465,12 +450,7 @@ async fn names_are_unique_and_ids_accept_prefixes() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    c.remove_pod(&pod).await;
 }
 
 #[tokio::test]
@@ -478,13 +458,13 @@ async fn host_network_pod_sees_the_host() {
     let crustd = Crustd::start().await;
     let mut c = ready(&crustd).await;
     let mut pod_cfg = pod_config(&crustd, "hostnet");
-    pod_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
+    crust_e2e::set_pod_namespaces(
+        &mut pod_cfg,
+        cri::NamespaceOption {
             network: cri::NamespaceMode::Node as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let pod = c.run_pod(&pod_cfg).await;
     let id = c
         .run_container(
@@ -566,12 +546,7 @@ async fn containers_survive_crustd_being_killed() {
         .unwrap()
         .stdout;
     assert_eq!(before, after, "the same process kept running");
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    c.remove_pod(&pod).await;
 }
 
 #[tokio::test]
@@ -579,13 +554,13 @@ async fn containers_of_a_pod_share_one_pid_namespace() {
     let crustd = Crustd::start().await;
     let mut c = ready(&crustd).await;
     let mut pod_cfg = pod_config(&crustd, "sharedpid");
-    pod_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
+    crust_e2e::set_pod_namespaces(
+        &mut pod_cfg,
+        cri::NamespaceOption {
             pid: cri::NamespaceMode::Pod as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let pod = c.run_pod(&pod_cfg).await;
     let a = c
         .run_container(
@@ -614,13 +589,13 @@ async fn containers_of_a_pod_share_one_pid_namespace() {
     assert!(first.starts_with("1 "), "the pod init is PID 1: {ps}");
     // With CONTAINER mode each container sees only itself.
     let mut own_cfg = pod_config(&crustd, "ownpid");
-    own_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
+    crust_e2e::set_pod_namespaces(
+        &mut own_cfg,
+        cri::NamespaceOption {
             pid: cri::NamespaceMode::Container as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let own = c.run_pod(&own_cfg).await;
     let d = c
         .run_container(
@@ -641,25 +616,11 @@ async fn containers_of_a_pod_share_one_pid_namespace() {
     );
     let _ = a;
     // Removing the pod ends its init and every process in it.
-    let status = c
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let info = c.pod_info(&pod).await;
     let init = info["podInitPid"].as_u64().unwrap();
     let shim = info["pid"].as_u64().unwrap();
     assert!(init > 0 && std::path::Path::new(&format!("/proc/{init}")).exists());
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    c.remove_pod(&pod).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     for pid in [init, shim] {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -744,10 +705,5 @@ async fn an_exit_while_crustd_was_down_is_recorded_after_restart() {
     let status = c.wait_exited(&id, Duration::from_secs(10)).await;
     assert_eq!(status.exit_code, 5);
     assert_eq!(status.reason, "Error");
-    c.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    c.remove_pod(&pod).await;
 }

@@ -84,19 +84,16 @@ fn profile(
 }
 
 /// A pod as kubelet sends it without shareProcessNamespace: a PID
-/// namespace per container. (Containers that join an existing PID
-/// namespace hit a libcontainer 0.7 bug on cgroup v1: mount_cgroup_v1
-/// reads /proc/<its pid inside the namespace> of the *host* and fails to
-/// prepare the rootfs whenever no host process has that number.)
+/// namespace per container.
 fn k8s_pod(crustd: &Crustd, name: &str) -> cri::PodSandboxConfig {
     let mut pod = pod_config(crustd, name);
-    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
+    crust_e2e::set_pod_namespaces(
+        &mut pod,
+        cri::NamespaceOption {
             pid: cri::NamespaceMode::Container as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     pod
 }
 
@@ -1312,14 +1309,7 @@ async fn annotations_cannot_loosen_anything() {
 async fn target_pid_namespace_shows_the_other_container() {
     let crustd = Crustd::start().await;
     let mut c = ready(&crustd).await;
-    let mut pod_cfg = pod_config(&crustd, "target");
-    pod_cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
-            pid: cri::NamespaceMode::Container as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let pod_cfg = k8s_pod(&crustd, "target");
     let pod = c.run_pod(&pod_cfg).await;
     let target = c
         .run_container(
