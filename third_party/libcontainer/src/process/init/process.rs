@@ -154,7 +154,16 @@ pub fn container_init_process(
     // See: https://github.com/opencontainers/runc/blob/v1.4.0/libcontainer/setns_init_linux.go
     if let Some(csocketfd) = args.console_socket {
         let mount_console = matches!(args.container_type, ContainerType::InitContainer);
-        tty::setup_console(ctx.syscall.as_ref(), csocketfd, mount_console).map_err(|err| {
+        // crust patch: the terminal starts with the process's consoleSize,
+        // as runc does, so a command that reads it at once sees the
+        // client's size instead of 0x0.
+        let size = ctx.process.console_size().map(|b| nix::pty::Winsize {
+            ws_row: b.height() as u16,
+            ws_col: b.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        });
+        tty::setup_console(ctx.syscall.as_ref(), csocketfd, mount_console, size.as_ref()).map_err(|err| {
             tracing::error!(?err, "failed to set up tty");
             InitProcessError::Tty(err)
         })?;
