@@ -26,6 +26,8 @@ pub struct Runtime {
     pub store: Arc<Store>,
     pub images: Arc<Images>,
     pub pods: Arc<Pods>,
+    /// Hands out the URLs of Exec, Attach and PortForward.
+    pub streaming: crust_stream::StreamServer,
     /// The last CPU reading per container, to report a rate.
     pub stats_samples: tokio::sync::Mutex<std::collections::HashMap<String, StatsSample>>,
 }

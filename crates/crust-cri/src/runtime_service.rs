@@ -327,19 +327,65 @@ impl RuntimeService for Cri {
         unimplemented("GetContainerEvents")
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        let mut request = request.into_inner();
+        container_id(&request.container_id)?;
+        if request.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd is required"));
+        }
+        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        request.container_id = self
+            .runtime
+            .pods
+            .running_container(&request.container_id)
+            .map_err(runtime_status)?;
+        let url = self
+            .runtime
+            .streaming
+            .exec_url(request)
+            .map_err(token_status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        let mut request = request.into_inner();
+        container_id(&request.container_id)?;
+        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        request.container_id = self
+            .runtime
+            .pods
+            .running_container(&request.container_id)
+            .map_err(runtime_status)?;
+        let url = self
+            .runtime
+            .streaming
+            .attach_url(request)
+            .map_err(token_status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        unimplemented("PortForward")
+        let mut request = request.into_inner();
+        pod_id(&request.pod_sandbox_id)?;
+        if let Some(bad) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port {bad} is not a TCP port (1-65535)"
+            )));
+        }
+        request.pod_sandbox_id = self
+            .runtime
+            .pods
+            .ready_pod(&request.pod_sandbox_id)
+            .map_err(runtime_status)?;
+        let url = self
+            .runtime
+            .streaming
+            .port_forward_url(request)
+            .map_err(token_status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn update_runtime_config(
@@ -380,6 +426,28 @@ fn runtime_status(e: RuntimeError) -> Status {
         RuntimeError::FailedPrecondition(_) => Status::failed_precondition(message),
         RuntimeError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         _ => Status::internal(message),
+    }
+}
+
+/// kubelet's rules for the streams of an exec or attach.
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
+    if !stdin && !stdout && !stderr {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout or stderr must be set",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be set: a terminal has one output stream",
+        ));
+    }
+    Ok(())
+}
+
+fn token_status(e: crust_stream::TokenError) -> Status {
+    match e {
+        crust_stream::TokenError::Full(_) => Status::resource_exhausted(e.to_string()),
+        crust_stream::TokenError::Random(_) => Status::internal(e.to_string()),
     }
 }
 

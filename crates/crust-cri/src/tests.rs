@@ -19,12 +19,19 @@ fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
         dir.join("events.sock"),
         None,
     );
+    let (streaming, _serve) = crust_stream::StreamServer::bind(
+        crust_stream::Options::from_config(&config.streaming),
+        Arc::new(crust_runtime::StreamBackend(pods.clone())),
+        std::future::pending(),
+    )
+    .unwrap();
     Cri::new(Arc::new(Runtime {
         config,
         cgroup_driver: CgroupDriver::Cgroupfs,
         store,
         images,
         pods,
+        streaming,
         stats_samples: Default::default(),
     }))
 }

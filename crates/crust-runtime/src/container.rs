@@ -63,7 +63,7 @@ fn signal_number(name: &str) -> u32 {
         .unwrap_or(libc::SIGTERM as u32)
 }
 
-fn record_config(record: &ContainerRecord) -> cri::ContainerConfig {
+pub(crate) fn record_config(record: &ContainerRecord) -> cri::ContainerConfig {
     serde_json::from_value(record.config.clone()).unwrap_or_default()
 }
 
@@ -74,7 +74,7 @@ impl Pods {
         Ok(id.and_then(|id| all.into_iter().find(|c| c.id == id)))
     }
 
-    fn require_container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+    pub(crate) fn require_container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
         self.container(id)?
             .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?} not found")))
     }
@@ -320,9 +320,15 @@ impl Pods {
         } else {
             format!("crilog://{}", record.log_path)
         };
+        let stdio = crate::shim::Stdio {
+            stdin: crate::stream::stdin_fifo(&record)?,
+            stderr: stdout.clone(),
+            stdout,
+            terminal: record.tty,
+        };
         let mut started_at = 0;
         let started = async {
-            shim.create(&record.id, Path::new(&record.bundle), &stdout, record.tty)
+            shim.create(&record.id, Path::new(&record.bundle), &stdio)
                 .await?;
             // Taken before Start: a quick process may exit before it returns.
             started_at = now_nanos();
@@ -645,6 +651,30 @@ impl Pods {
         cmd: Vec<String>,
         timeout_seconds: i64,
     ) -> Result<ExecOutput, RuntimeError> {
+        let exec = self.prepare_exec(id, cmd, false).await?;
+        let result = self
+            .run_exec(
+                &exec.shim,
+                &exec.container_id,
+                &exec.exec_id,
+                &exec.dir,
+                exec.process.clone(),
+                timeout_seconds,
+            )
+            .await;
+        exec.clean_up().await;
+        result
+    }
+
+    /// What every exec needs: a running container, its shim, an exec id,
+    /// a private dir for the FIFOs and the OCI process (the container's,
+    /// with the command).
+    pub(crate) async fn prepare_exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+    ) -> Result<PreparedExec, RuntimeError> {
         if cmd.is_empty() {
             return Err(RuntimeError::InvalidArgument("cmd is required".into()));
         }
@@ -663,19 +693,23 @@ impl Pods {
                 .map_err(|e| RuntimeError::Internal(format!("bundle config: {e}")))?;
         let mut process = spec["process"].clone();
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(tty);
+        if tty {
+            add_default_term(&mut process);
+        }
         let exec_id = format!("exec-{}", &new_id()[..16]);
         let dir = bundle.join("execs").join(&exec_id);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        let result = self
-            .run_exec(&shim, &record.id, &exec_id, &dir, process, timeout_seconds)
-            .await;
-        let _ = shim.delete(&record.id, &exec_id).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        Ok(PreparedExec {
+            shim,
+            container_id: record.id,
+            exec_id,
+            dir,
+            process,
+        })
     }
 
     async fn run_exec(
@@ -697,15 +731,12 @@ impl Pods {
         let stderr = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&err_path)?;
         let json =
             serde_json::to_vec(&process).map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        shim.exec(
-            id,
-            exec_id,
-            json,
-            &out_path.display().to_string(),
-            &err_path.display().to_string(),
-            false,
-        )
-        .await?;
+        let stdio = crate::shim::Stdio {
+            stdout: out_path.display().to_string(),
+            stderr: err_path.display().to_string(),
+            ..Default::default()
+        };
+        shim.exec(id, exec_id, json, &stdio).await?;
         shim.start_process(id, exec_id).await?;
         let budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(EXEC_OUTPUT_LIMIT));
         let collect = async {
@@ -895,6 +926,37 @@ impl Pods {
             cgroup::usage(&sandbox.cgroup_parent)
         };
         Ok((sandbox, usage))
+    }
+}
+
+/// An exec about to start; [`PreparedExec::clean_up`] removes it from the
+/// shim and its FIFOs from disk.
+pub(crate) struct PreparedExec {
+    pub shim: crate::shim::Shim,
+    pub container_id: String,
+    pub exec_id: String,
+    pub dir: PathBuf,
+    pub process: serde_json::Value,
+}
+
+impl PreparedExec {
+    pub async fn clean_up(&self) {
+        let _ = self.shim.delete(&self.container_id, &self.exec_id).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A terminal session needs a terminal type; containerd sets the same
+/// when the process has none.
+fn add_default_term(process: &mut serde_json::Value) {
+    let env = process["env"].as_array().cloned().unwrap_or_default();
+    if !env
+        .iter()
+        .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+    {
+        let mut env = env;
+        env.push(serde_json::json!("TERM=xterm"));
+        process["env"] = serde_json::Value::Array(env);
     }
 }
 

@@ -10,6 +10,7 @@ mod network;
 mod pod;
 pub mod pod_init;
 pub mod shim;
+mod stream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use tokio::sync::Mutex;
 
 pub use container::{ExecOutput, StatsSample};
 pub use events::ShimEvent;
+pub use stream::StreamBackend;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

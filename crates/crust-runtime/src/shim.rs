@@ -142,15 +142,15 @@ impl Shim {
         &self,
         id: &str,
         bundle: &Path,
-        stdout: &str,
-        terminal: bool,
+        stdio: &Stdio,
     ) -> Result<u32, RuntimeError> {
         let req = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
-            stdout: stdout.to_string(),
-            stderr: stdout.to_string(),
-            terminal,
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: stdio.terminal,
             ..Default::default()
         };
         let r = self
@@ -242,22 +242,22 @@ impl Shim {
         }
     }
 
-    /// Starts an exec process whose spec is an OCI Process as JSON.
+    /// Starts an exec process whose spec is an OCI Process as JSON. Stdio
+    /// names FIFOs; empty means none.
     pub async fn exec(
         &self,
         id: &str,
         exec_id: &str,
         process_json: Vec<u8>,
-        stdout: &str,
-        stderr: &str,
-        terminal: bool,
+        stdio: &Stdio,
     ) -> Result<(), RuntimeError> {
         let req = api::ExecProcessRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
-            terminal,
-            stdout: stdout.to_string(),
-            stderr: stderr.to_string(),
+            terminal: stdio.terminal,
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
             spec: MessageField::some(Any {
                 type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
                 value: process_json,
@@ -269,6 +269,42 @@ impl Shim {
             .exec(ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Exec", e))?;
+        Ok(())
+    }
+
+    /// CloseIO: the process's stdin reaches EOF.
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
+        let req = api::CloseIORequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.client
+            .close_io(ctx(CALL_TIMEOUT), &req)
+            .await
+            .map_err(|e| shim_error("CloseIO", e))?;
+        Ok(())
+    }
+
+    pub async fn resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), RuntimeError> {
+        let req = api::ResizePtyRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width: u32::from(width),
+            height: u32::from(height),
+            ..Default::default()
+        };
+        self.client
+            .resize_pty(ctx(CALL_TIMEOUT), &req)
+            .await
+            .map_err(|e| shim_error("ResizePty", e))?;
         Ok(())
     }
 
@@ -303,6 +339,16 @@ impl Shim {
             .await;
         Ok(())
     }
+}
+
+/// A process's stdio for Create and Exec: FIFO paths or a `crilog://`
+/// URI; empty strings mean none.
+#[derive(Debug, Clone, Default)]
+pub struct Stdio {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
 }
 
 fn timestamp_nanos(

@@ -95,12 +95,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let pods = pods.clone();
         async move { pods.recover().await }
     });
+    let (streaming, serve_streaming) = crust_stream::StreamServer::bind(
+        crust_stream::Options::from_config(&config.streaming),
+        Arc::new(crust_runtime::StreamBackend(pods.clone())),
+        wait_stop(),
+    )?;
+    tokio::spawn(serve_streaming);
     let runtime = Arc::new(Runtime {
         config,
         cgroup_driver,
         store,
         images,
         pods,
+        streaming,
         stats_samples: Default::default(),
     });
     let cri = Cri::new(runtime.clone());

@@ -1,0 +1,56 @@
+//! A byte stream carried in WebSocket binary messages, as client-go's
+//! tunneling port-forward sends SPDY: each write is one message, reads
+//! concatenate the messages' payloads.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::http::{Upgraded, normal_close};
+use crate::remotecommand::MAX_WS_MESSAGE;
+
+const BUFFER: usize = 64 * 1024;
+
+/// The stream inside the WebSocket; the bridging tasks end when either
+/// side closes.
+pub async fn over_websocket(io: Upgraded) -> DuplexStream {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_WS_MESSAGE);
+    config.max_frame_size = Some(MAX_WS_MESSAGE);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let (mut sink, mut source) = ws.split();
+    let (ours, theirs) = tokio::io::duplex(BUFFER);
+    let (mut read_half, mut write_half) = tokio::io::split(ours);
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = source.next().await {
+            match message {
+                Message::Binary(data) if write_half.write_all(&data).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match read_half.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    theirs
+}

@@ -1,0 +1,262 @@
+//! The streaming server over real sockets with a scripted backend: URLs,
+//! tokens, the WebSocket remotecommand and portforward protocols. The
+//! runtime side (real containers, SPDY clients) is tested in e2e/.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crust_stream::{Backend, BoxFuture, ProcessIo, StreamServer};
+use futures_util::{SinkExt, StreamExt};
+use k8s_cri::v1 as cri;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Exec: echoes stdin to stdout in upper case, writes "err" to stderr,
+/// exits with the number given as the command's first word; with a TTY it
+/// prints the first terminal size instead.
+#[derive(Default)]
+struct Scripted {
+    echo_port: Mutex<u16>,
+}
+
+impl Backend for Scripted {
+    fn exec(&self, request: cri::ExecRequest, io: ProcessIo) -> BoxFuture<Result<i32, String>> {
+        let code: i32 = request.cmd[0].parse().unwrap_or(0);
+        Box::pin(async move {
+            let ProcessIo {
+                stdin,
+                stdout,
+                stderr,
+                resize,
+                ..
+            } = io;
+            if let Some(mut sizes) = resize {
+                let first = match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    sizes.wait_for(Option::is_some),
+                )
+                .await
+                {
+                    Ok(Ok(size)) => *size,
+                    _ => None,
+                };
+                if let Some(s) = first {
+                    if let Some(mut out) = stdout {
+                        let line = format!("{}x{}\n", s.width, s.height);
+                        out.write_all(line.as_bytes()).await.unwrap();
+                    }
+                    return Ok(code);
+                }
+            }
+            if let Some(mut err) = stderr {
+                err.write_all(b"err").await.unwrap();
+            }
+            if let (Some(mut input), Some(mut out)) = (stdin, stdout) {
+                let mut all = Vec::new();
+                input.read_to_end(&mut all).await.unwrap();
+                out.write_all(&all.to_ascii_uppercase()).await.unwrap();
+            }
+            Ok(code)
+        })
+    }
+
+    fn attach(&self, _: cri::AttachRequest, _: ProcessIo) -> BoxFuture<Result<(), String>> {
+        Box::pin(async { Err("no attach here".into()) })
+    }
+
+    fn port_forward(&self, _pod: String, port: u16) -> BoxFuture<Result<TcpStream, String>> {
+        let echo = *self.echo_port.lock().unwrap();
+        Box::pin(async move {
+            if port != 80 {
+                return Err(format!("nothing listens on {port}"));
+            }
+            TcpStream::connect(("127.0.0.1", echo))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+async fn start() -> StreamServer {
+    let backend = Arc::new(Scripted::default());
+    // A TCP echo server standing in for a pod's port 80.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    *backend.echo_port.lock().unwrap() = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let (server, serve) = StreamServer::bind(
+        crust_stream::Options {
+            address: "127.0.0.1:0".into(),
+            tls: None,
+            idle_timeout: Duration::from_secs(60),
+        },
+        backend,
+        std::future::pending(),
+    )
+    .unwrap();
+    tokio::spawn(serve);
+    server
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn connect(url: &str, protocol: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut request = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Reads messages until the server closes: bytes per channel.
+async fn collect(ws: &mut Ws) -> [Vec<u8>; 5] {
+    let mut out: [Vec<u8>; 5] = Default::default();
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Binary(b) = m
+            && let Some((&ch, data)) = b.split_first()
+        {
+            out[usize::from(ch)].extend_from_slice(data);
+        }
+    }
+    out
+}
+
+fn exec_request(cmd: &str, stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: "c".into(),
+        cmd: vec![cmd.into()],
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+#[tokio::test]
+async fn v5_exec_streams_stdio_and_reports_the_exit_code() {
+    let server = start().await;
+    let url = server.exec_url(exec_request("3", true, false)).unwrap();
+    assert!(url.starts_with(server.base_url()) && url.contains("/exec/"));
+    let mut ws = connect(&url, "v5.channel.k8s.io").await.unwrap();
+    ws.send(Message::Binary(b"\x00hello".to_vec().into()))
+        .await
+        .unwrap();
+    // v5 close signal for stdin.
+    ws.send(Message::Binary(vec![255, 0].into())).await.unwrap();
+    let out = collect(&mut ws).await;
+    assert_eq!(out[1], b"HELLO");
+    assert_eq!(out[2], b"err");
+    let status: serde_json::Value = serde_json::from_slice(&out[3]).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+}
+
+#[tokio::test]
+async fn a_token_is_single_use() {
+    let server = start().await;
+    let url = server.exec_url(exec_request("0", false, false)).unwrap();
+    let mut ws = connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let out = collect(&mut ws).await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out[3]).unwrap()["status"],
+        "Success"
+    );
+    let again = connect(&url, "v4.channel.k8s.io").await.unwrap_err();
+    assert!(again.to_string().contains("404"), "{again}");
+    let forged = url.replace("/exec/", "/attach/");
+    assert!(connect(&forged, "v4.channel.k8s.io").await.is_err());
+}
+
+#[tokio::test]
+async fn an_unknown_protocol_is_refused_before_the_upgrade() {
+    let server = start().await;
+    let url = server.exec_url(exec_request("0", false, false)).unwrap();
+    let err = connect(&url, "v9.channel.k8s.io").await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+}
+
+#[tokio::test]
+async fn resize_reaches_the_backend_and_base64_framing_works() {
+    let server = start().await;
+    let url = server.exec_url(exec_request("0", true, true)).unwrap();
+    let mut ws = connect(&url, "base64.channel.k8s.io").await.unwrap();
+    use base64::Engine;
+    let resize = base64::engine::general_purpose::STANDARD.encode(br#"{"Width":120,"Height":33}"#);
+    ws.send(Message::Text(format!("4{resize}").into()))
+        .await
+        .unwrap();
+    let mut stdout = Vec::new();
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m
+            && let Some(rest) = t.strip_prefix('1')
+        {
+            stdout.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(rest)
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(stdout, b"120x33\n");
+}
+
+#[tokio::test]
+async fn websocket_port_forward_carries_bytes_and_errors() {
+    let server = start().await;
+    let request = cri::PortForwardRequest {
+        pod_sandbox_id: "p".into(),
+        port: vec![],
+    };
+    let url = server.port_forward_url(request.clone()).unwrap();
+    let mut ws = connect(&format!("{url}?ports=80,81"), "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    // Each channel opens with its port, little-endian.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let Some(Ok(Message::Binary(b))) = ws.next().await else {
+            panic!("no port announcement")
+        };
+        seen.push(b.to_vec());
+    }
+    assert!(
+        seen.contains(&vec![0, 80, 0]) && seen.contains(&vec![3, 81, 0]),
+        "{seen:?}"
+    );
+    ws.send(Message::Binary(b"\x00ping".to_vec().into()))
+        .await
+        .unwrap();
+    let (mut echoed, mut error) = (Vec::new(), Vec::new());
+    while echoed.len() < 4 || error.is_empty() {
+        let Some(Ok(Message::Binary(b))) = ws.next().await else {
+            break;
+        };
+        match b[0] {
+            0 => echoed.extend_from_slice(&b[1..]),
+            3 => error.extend_from_slice(&b[1..]),
+            _ => {}
+        }
+    }
+    assert_eq!(echoed, b"ping");
+    assert!(String::from_utf8_lossy(&error).contains("nothing listens on 81"));
+
+    let url = server.port_forward_url(request).unwrap();
+    let err = connect(&format!("{url}?ports=0"), "v4.channel.k8s.io")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("400"), "{err}");
+}
