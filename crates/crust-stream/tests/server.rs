@@ -260,3 +260,54 @@ async fn websocket_port_forward_carries_bytes_and_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_serves_https_urls_with_the_configured_certificate() {
+    use tokio_rustls::rustls;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (server, serve) = StreamServer::bind(
+        crust_stream::Options {
+            address: "127.0.0.1:0".into(),
+            tls: Some((cert_path, key_path)),
+            idle_timeout: Duration::from_secs(60),
+        },
+        Arc::new(Scripted::default()),
+        std::future::pending(),
+    )
+    .unwrap();
+    tokio::spawn(serve);
+    let url = server.exec_url(exec_request("0", false, false)).unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let addr = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let path = &url[url.find("/exec/").unwrap()..];
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply).await;
+    let reply = String::from_utf8_lossy(&reply);
+    // The token is good, but a plain GET is not an upgrade.
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("SPDY/3.1 or websocket"), "{reply}");
+}
