@@ -17,6 +17,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1 as cri;
 
+pub mod streaming;
+
 /// The crustd binary under test: `CRUSTD_BIN`, or built once per test
 /// process with the same profile as the tests themselves.
 pub fn crustd_binary() -> &'static Path {
