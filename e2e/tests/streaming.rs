@@ -397,3 +397,32 @@ async fn a_client_that_vanishes_leaves_no_process_behind() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_exec_orphaned_by_a_crustd_restart_is_killed_at_start() {
+    let mut crustd = Crustd::start().await;
+    let (mut c, _pod, ctr) = sleeper(&crustd, "orphan").await;
+    let opts = StreamOptions::output();
+    let url = exec_url(&mut c, &ctr, &["sleep", "779"], &opts).await;
+    let _session = streaming::spdy_start(&url, opts).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes(&mut c, &ctr).await.contains("sleep 779") {
+        assert!(Instant::now() < deadline, "exec never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    crustd.stop_with(nix::sys::signal::Signal::SIGKILL);
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = processes(&mut c, &ctr).await;
+        if !ps.contains("sleep 779") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphaned exec still running:\n{ps}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -457,6 +457,7 @@ impl Pods {
             let Ok(sandbox) = self.require_sandbox(&record.sandbox_id) else {
                 continue;
             };
+            self.kill_orphaned_execs(&record).await;
             let state = match self.shim_for(&sandbox).await {
                 Ok(shim) => shim.state(&record.id).await,
                 Err(e) => Err(e),

@@ -156,6 +156,32 @@ impl Pods {
         Ok(sandbox.id)
     }
 
+    /// Exec processes started before crustd last stopped lost their client
+    /// with it: kill them and remove their FIFOs.
+    pub(crate) async fn kill_orphaned_execs(&self, record: &ContainerRecord) {
+        let Ok(entries) = std::fs::read_dir(Path::new(&record.bundle).join("execs")) else {
+            return;
+        };
+        let Ok(sandbox) = self.require_sandbox(&record.sandbox_id) else {
+            return;
+        };
+        let Ok(shim) = self.shim_for(&sandbox).await else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let exec_id = entry.file_name().to_string_lossy().into_owned();
+            tracing::info!(container_id = %record.id, exec_id, "killing an exec orphaned by a restart");
+            let _ = shim
+                .kill(&record.id, &exec_id, libc::SIGKILL as u32, false)
+                .await;
+            let _ = shim
+                .wait(&record.id, &exec_id, Duration::from_secs(5))
+                .await;
+            let _ = shim.delete(&record.id, &exec_id).await;
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+
     /// Runs a command with the client's streams and returns its exit code.
     pub async fn exec_stream(
         &self,
