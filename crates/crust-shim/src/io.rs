@@ -9,6 +9,14 @@
 //!
 //! Output copiers only ever block on their own write, so a slow reader or
 //! a slow disk stops the copy and, through the full pipe, the container.
+//! They also tee what they read to the process's attach clients (see
+//! `attach.rs`), which never block them.
+//!
+//! Stdin: the shim opens the stdin FIFO read-write, so it holds a writer
+//! itself and the FIFO never reports EOF: clients (an attach session, `ctr`)
+//! may open, write and close it any number of times. Only CloseIO (or
+//! Delete) ends the process's stdin, after passing on what was already
+//! written, as containerd's shims do.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -23,11 +31,15 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::attach::{self, Attachers};
 use crate::crilog::{CriLog, LineSplitter, Stream};
 
 const LOG_SCHEME: &str = "crilog://";
 const COPY_BUF: usize = 8 * 1024;
 const COPIER_STACK: usize = 128 * 1024;
+/// Most stdin bytes passed on after CloseIO: what writers had written
+/// before it, not what they keep writing.
+const STDIN_DRAIN_MAX: usize = 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Out {
@@ -171,6 +183,7 @@ pub struct ProcIo {
     running: Arc<AtomicUsize>,
     log: Option<Arc<CriLog>>,
     fifos: Vec<PathBuf>,
+    attach: Option<Arc<Attachers>>,
 }
 
 impl ProcIo {
@@ -182,6 +195,7 @@ impl ProcIo {
             running: Arc::new(AtomicUsize::new(0)),
             log: None,
             fifos: Vec::new(),
+            attach: None,
         }
     }
 
@@ -195,12 +209,14 @@ impl ProcIo {
     }
 
     /// Starts the copiers for a created process. `pty` is the master of its
-    /// terminal, when it has one.
+    /// terminal, when it has one; `attach` the clients its output is teed
+    /// to (a container's init), closed once every output stream ended.
     pub fn start(
         cfg: &StdioConfig,
         log: Option<Arc<CriLog>>,
         fds: ShimFds,
         pty: Option<OwnedFd>,
+        attach: Option<Arc<Attachers>>,
         on_drained: OnDrained,
     ) -> io::Result<ProcIo> {
         let pty = pty.map(Arc::new);
@@ -210,12 +226,14 @@ impl ProcIo {
             running: Arc::new(AtomicUsize::new(0)),
             log: log.clone(),
             fifos: Vec::new(),
+            attach: attach.clone(),
         };
         let (out, err) = match &pty {
             Some(m) => (Some(Source::Pty(m.clone())), None),
             None => (fds.stdout.map(Source::Pipe), fds.stderr.map(Source::Pipe)),
         };
         let mut to_log = Vec::new();
+        let mut to_fifo = Vec::new();
         for (src, dest, stream) in [
             (out, &cfg.stdout, Stream::Stdout),
             (err, &cfg.stderr, Stream::Stderr),
@@ -225,17 +243,33 @@ impl ProcIo {
                 Out::Log(_) => to_log.push((src, stream)),
                 Out::Fifo(path) => {
                     io.fifos.push(path.clone());
-                    let guard = io.guard(&on_drained);
-                    let path = path.clone();
-                    spawn("fifo-out", move || copy_to_fifo(src, &path, guard))?;
+                    to_fifo.push((src, stream, path.clone()));
                 }
                 Out::None => {}
             }
         }
+        // Every copier is counted before the first one starts, so the
+        // count cannot reach zero while copiers are still to come.
+        let copiers = to_fifo.len() + usize::from(!to_log.is_empty());
+        io.running.store(copiers, Ordering::SeqCst);
+        let guard = || Drained {
+            running: io.running.clone(),
+            notify: on_drained.clone(),
+            attach: attach.clone(),
+        };
+        let mut guards: Vec<Drained> = (0..copiers).map(|_| guard()).collect();
+        for (src, stream, path) in to_fifo {
+            let (guard, tee) = (guards.pop().expect("counted"), attach.clone());
+            spawn("fifo-out", move || {
+                copy_to_fifo(src, stream, &path, tee.as_deref(), guard)
+            })?;
+        }
         if !to_log.is_empty() {
             let log = log.ok_or_else(|| io::Error::other("log not open"))?;
-            let guard = io.guard(&on_drained);
-            spawn("log", move || copy_to_log(&log, to_log, guard))?;
+            let (guard, tee) = (guards.pop().expect("counted"), attach.clone());
+            spawn("log", move || {
+                copy_to_log(&log, to_log, tee.as_deref(), guard)
+            })?;
         }
         if let Some(path) = &cfg.stdin {
             let target = match (&pty, fds.stdin) {
@@ -254,17 +288,19 @@ impl ProcIo {
         Ok(io)
     }
 
-    fn guard(&self, on_drained: &OnDrained) -> Drained {
-        self.running.fetch_add(1, Ordering::SeqCst);
-        Drained {
-            running: self.running.clone(),
-            notify: on_drained.clone(),
-        }
-    }
-
     /// Whether every output stream reached EOF.
     pub fn drained(&self) -> bool {
         self.running.load(Ordering::SeqCst) == 0
+    }
+
+    /// The process's exit is reported. Attach clients of a process that
+    /// had no output stream to wait for are hung up on now.
+    pub fn exited(&self) {
+        if let Some(a) = &self.attach
+            && self.drained()
+        {
+            a.close();
+        }
     }
 
     pub fn log(&self) -> Option<&Arc<CriLog>> {
@@ -309,16 +345,29 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
         .map(drop)
 }
 
-/// Counts an output copier down and tells the shim, even on panic.
+/// Counts an output copier down and tells the shim, even on panic. The
+/// last one hangs up on the attach clients: the output ended.
 struct Drained {
     running: Arc<AtomicUsize>,
     notify: OnDrained,
+    attach: Option<Arc<Attachers>>,
 }
 
 impl Drop for Drained {
     fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::SeqCst);
+        if self.running.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Some(a) = &self.attach
+        {
+            a.close();
+        }
         (self.notify)();
+    }
+}
+
+fn stream_id(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => attach::STDOUT,
+        Stream::Stderr => attach::STDERR,
     }
 }
 
@@ -373,18 +422,23 @@ impl Target {
 }
 
 /// One thread per log file: polls the process's output streams and writes
-/// CRI records.
-fn copy_to_log(log: &CriLog, sources: Vec<(Source, Stream)>, _done: Drained) {
-    let mut streams: Vec<(Source, LineSplitter)> = sources
+/// CRI records (and attach frames).
+fn copy_to_log(
+    log: &CriLog,
+    sources: Vec<(Source, Stream)>,
+    attach: Option<&Attachers>,
+    _done: Drained,
+) {
+    let mut streams: Vec<(Source, u8, LineSplitter)> = sources
         .into_iter()
-        .map(|(s, stream)| (s, LineSplitter::new(stream)))
+        .map(|(s, stream)| (s, stream_id(stream), LineSplitter::new(stream)))
         .collect();
     let mut buf = vec![0u8; COPY_BUF];
     while !streams.is_empty() {
         let ready: Vec<bool> = {
             let mut fds: Vec<PollFd> = streams
                 .iter()
-                .map(|(s, _)| PollFd::new(s.fd(), PollFlags::POLLIN))
+                .map(|(s, _, _)| PollFd::new(s.fd(), PollFlags::POLLIN))
                 .collect();
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
@@ -400,13 +454,18 @@ fn copy_to_log(log: &CriLog, sources: Vec<(Source, Stream)>, _done: Drained) {
         while i < streams.len() {
             let mut ended = false;
             if ready[idx] {
-                let (src, splitter) = &mut streams[i];
+                let (src, id, splitter) = &mut streams[i];
                 match src.read(&mut buf) {
                     Ok(0) | Err(_) => {
                         splitter.finish(log);
                         ended = true;
                     }
-                    Ok(n) => splitter.feed(log, &buf[..n]),
+                    Ok(n) => {
+                        if let Some(a) = attach {
+                            a.send(*id, &buf[..n]);
+                        }
+                        splitter.feed(log, &buf[..n]);
+                    }
                 }
             }
             idx += 1;
@@ -419,9 +478,15 @@ fn copy_to_log(log: &CriLog, sources: Vec<(Source, Stream)>, _done: Drained) {
     }
 }
 
-/// Copies one output stream into a FIFO. If the reader goes away the
-/// stream is still drained, so the process never blocks on it.
-fn copy_to_fifo(src: Source, path: &Path, _done: Drained) {
+/// Copies one output stream into a FIFO (and attach frames). If the reader
+/// goes away the stream is still drained, so the process never blocks on it.
+fn copy_to_fifo(
+    src: Source,
+    stream: Stream,
+    path: &Path,
+    attach: Option<&Attachers>,
+    _done: Drained,
+) {
     // Blocks until a reader opens the FIFO, as containerd's shim does.
     let mut out = match OpenOptions::new()
         .write(true)
@@ -440,6 +505,9 @@ fn copy_to_fifo(src: Source, path: &Path, _done: Drained) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(a) = attach {
+            a.send(stream_id(stream), &buf[..n]);
+        }
         if let Some(f) = &mut out
             && f.write_all(&buf[..n]).is_err()
         {
@@ -448,13 +516,14 @@ fn copy_to_fifo(src: Source, path: &Path, _done: Drained) {
     }
 }
 
-/// Copies a stdin FIFO into the process until the writer closes it or
-/// CloseIO asks to stop; then the process sees EOF.
+/// Copies a stdin FIFO into the process until CloseIO asks to stop; then
+/// the process sees EOF. Writers of the FIFO may come and go meanwhile.
 fn copy_stdin(path: &Path, mut target: Target, stop: &EventFd) {
-    // Non-blocking open: no writer needs to be there yet. Linux reports
-    // POLLHUP on a FIFO only after a writer came and went, so poll waits.
+    // Read-write: no writer needs to be there yet, and the shim's own
+    // writer keeps the FIFO from ever reading EOF when a client closes it.
     let mut fifo = match OpenOptions::new()
         .read(true)
+        .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
     {
@@ -478,6 +547,21 @@ fn copy_stdin(path: &Path, mut target: Target, stop: &EventFd) {
             }
         };
         if stopped {
+            // What writers wrote before CloseIO still reaches the process.
+            let mut passed = 0;
+            while passed < STDIN_DRAIN_MAX {
+                match fifo.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if target.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        passed += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
             break;
         }
         if data {

@@ -10,6 +10,7 @@
 //! Signals: SIGUSR1 reopens every container's log file (log rotation);
 //! SIGTERM/SIGINT exit the shim only when it holds no container.
 
+mod attach;
 mod cgroup;
 mod container;
 mod crilog;

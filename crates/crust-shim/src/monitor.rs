@@ -1,6 +1,6 @@
 //! The shim's main loop: signals (SIGCHLD reaping, SIGUSR1 log reopening,
-//! SIGTERM), OOM notifications, and deadlines of draining exits; all on
-//! the main thread, through one poll(2).
+//! SIGTERM), OOM notifications, connections to attach sockets, and
+//! deadlines of draining exits; all on the main thread, through one poll(2).
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -38,6 +38,9 @@ pub fn run(shim: &Shim, signals: &SignalFd) {
         let activity = shim.activity().count();
         let mut timeout = poll_timeout([drain_deadline, idle.deadline(activity)]);
         let watches = oom.fds();
+        // Creating or deleting a container wakes the loop (its OOM watch
+        // changes), so this list is never stale for long.
+        let attach = shim.attach_sockets();
         let mut fds = vec![
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(shim.activity().fd().as_fd(), PollFlags::POLLIN),
@@ -46,6 +49,11 @@ pub fn run(shim: &Shim, signals: &SignalFd) {
             watches
                 .iter()
                 .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
+        fds.extend(
+            attach
+                .iter()
+                .map(|s| PollFd::new(s.fd(), PollFlags::POLLIN)),
         );
         if idle.settled(activity) {
             // Last thing before sleeping: whatever runs after this maps
@@ -59,9 +67,17 @@ pub fn run(shim: &Shim, signals: &SignalFd) {
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
+        let (ready_oom, ready_attach) = ready[2..].split_at(watches.len());
+        for (sock, _) in attach.iter().zip(ready_attach).filter(|(_, r)| **r) {
+            if sock.accept() > 0 {
+                // Attach sessions run code; let idle memory go again after.
+                shim.touch();
+            }
+        }
+        drop(attach);
         let tokens: Vec<Token> = watches
             .into_iter()
-            .zip(&ready[2..])
+            .zip(ready_oom)
             .filter(|(_, r)| **r)
             .map(|((_, t), _)| t)
             .collect();

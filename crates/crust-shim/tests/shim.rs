@@ -170,7 +170,7 @@ fn kill_and_delete() {
     h.shutdown();
 }
 
-/// Exec with FIFOs (stdout, stderr, stdin to EOF, CloseIO) and with a
+/// Exec with FIFOs (stdout, stderr, stdin across writers, CloseIO) and with a
 /// terminal (ResizePty); exit codes and exec events.
 #[test]
 fn exec_processes() {
@@ -213,7 +213,8 @@ fn exec_processes() {
         m.id == "e1" && m.container_id == "box" && m.exit_status == 7
     });
 
-    // stdin: the process reads until the writer closes the FIFO.
+    // stdin: writers come and go; only CloseIO ends it, after passing on
+    // what was written.
     let (input, out2) = (d.join("e2.in"), d.join("e2.out"));
     nix::unistd::mkfifo(&input, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let out2_rx = fifo_reader(&out2);
@@ -226,11 +227,29 @@ fn exec_processes() {
         false,
     );
     h.start("box", "e2");
-    let mut w = fs::OpenOptions::new().write(true).open(&input).unwrap();
-    w.write_all(b"piped through\n").unwrap();
-    drop(w);
+    for text in ["first writer\n", "second writer\n"] {
+        let mut w = fs::OpenOptions::new().write(true).open(&input).unwrap();
+        w.write_all(text.as_bytes()).unwrap();
+        drop(w);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        h.state("box", "e2").unwrap().status.enum_value(),
+        Ok(Status::RUNNING),
+        "a writer closing the FIFO does not end stdin"
+    );
+    let close = CloseIORequest {
+        id: "box".into(),
+        exec_id: "e2".into(),
+        stdin: true,
+        ..Default::default()
+    };
+    h.client.close_io(ctx(), &close).unwrap();
     assert_eq!(h.wait("box", "e2"), 0);
-    assert_eq!(out2_rx.recv_timeout(LONG).unwrap(), "piped through\n");
+    assert_eq!(
+        out2_rx.recv_timeout(LONG).unwrap(),
+        "first writer\nsecond writer\n"
+    );
     h.delete("box", "e2").unwrap();
 
     // CloseIO ends stdin while the writer keeps the FIFO open.
@@ -855,4 +874,249 @@ fn version_and_info() {
         containerd_shim_protos::types::introspection::RuntimeInfo::parse_from_bytes(&info.stdout)
             .unwrap();
     assert_eq!(parsed.name, "crust-shim");
+}
+
+/// Connects to a container's attach socket the way crustd does: through
+/// an O_PATH fd of the bundle, as the bundle path may be too long for a
+/// socket address.
+fn attach(bundle: &Path) -> std::os::unix::net::UnixStream {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(bundle)
+        .unwrap();
+    let c = std::os::unix::net::UnixStream::connect(format!(
+        "/proc/self/fd/{}/attach",
+        dir.as_raw_fd()
+    ))
+    .unwrap();
+    c.set_read_timeout(Some(LONG)).unwrap();
+    c
+}
+
+/// Reads attach frames until EOF: (stdout, stderr, frames).
+fn attach_output(mut c: impl std::io::Read) -> (Vec<u8>, Vec<u8>, usize) {
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).expect("EOF from the attach socket");
+    let (mut out, mut err, mut n) = (Vec::new(), Vec::new(), 0);
+    let mut rest = &all[..];
+    while !rest.is_empty() {
+        assert!(rest.len() >= 5, "truncated header");
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        assert!(len > 0 && len <= 8192, "payload length {len}");
+        assert!(rest.len() >= 5 + len, "truncated payload");
+        match rest[0] {
+            1 => out.extend_from_slice(&rest[5..5 + len]),
+            2 => err.extend_from_slice(&rest[5..5 + len]),
+            s => panic!("stream {s}"),
+        }
+        n += 1;
+        rest = &rest[5 + len..];
+    }
+    (out, err, n)
+}
+
+/// `<bundle>/attach`: a client gets framed stdout and stderr (and a
+/// terminal's output as stdout) while the log still gets everything; EOF
+/// once the output ended; a client after the exit gets EOF at once; the
+/// socket is gone after Delete.
+#[test]
+fn attach_socket_streams_output() {
+    if !root_or_skip("attach_socket_streams_output") {
+        return;
+    }
+    let h = Harness::new("attach");
+    // Long enough that `<bundle>/attach` is no valid socket address.
+    let id = format!("a{}", "x".repeat(100));
+    let script = "sleep 0.5; echo out1; echo err1 >&2; echo out2; printf err2 >&2; exit 4";
+    let bundle = h.bundle(&id, &["sh", "-c", script], |_| {});
+    assert!(bundle.join("attach").as_os_str().len() > 107);
+    let log = h.dir.path().join("a.log");
+    h.create(&id, &bundle, &format!("crilog://{}", log.display()));
+    let sock = bundle.join("attach");
+    let meta = fs::symlink_metadata(&sock).unwrap();
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // Two clients, attached before Start.
+    let (c1, c2) = (attach(&bundle), attach(&bundle));
+    h.start(&id, "");
+    let reader = std::thread::spawn(move || attach_output(c2));
+    let (out, err, _) = attach_output(c1);
+    assert_eq!(String::from_utf8(out).unwrap(), "out1\nout2\n");
+    assert_eq!(String::from_utf8(err).unwrap(), "err1\nerr2");
+    let (out, err, _) = reader.join().unwrap();
+    assert_eq!(
+        (&out[..], &err[..]),
+        (&b"out1\nout2\n"[..], &b"err1\nerr2"[..])
+    );
+    assert_eq!(h.wait(&id, ""), 4);
+    let records = cri_records(&fs::read_to_string(&log).unwrap());
+    let has = |s: &str, t: &str, c: &str| records.iter().any(|r| r.0 == s && r.1 == t && r.2 == c);
+    assert!(
+        has("stdout", "F", "out1") && has("stdout", "F", "out2"),
+        "{records:?}"
+    );
+    assert!(
+        has("stderr", "F", "err1") && has("stderr", "P", "err2"),
+        "{records:?}"
+    );
+
+    // Attaching to an exited container ends at once.
+    let t0 = std::time::Instant::now();
+    let (out, err, n) = attach_output(attach(&bundle));
+    assert_eq!((out.len(), err.len(), n), (0, 0, 0));
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    h.delete(&id, "").unwrap();
+    assert!(!sock.exists(), "Delete removes the socket");
+
+    // A terminal's output is stream 1.
+    let tty = h.bundle("tty", &["sh", "-c", "sleep 0.5; echo on a tty"], |s| {
+        s["process"]["terminal"] = json!(true)
+    });
+    let tty_log = h.dir.path().join("tty.log");
+    let req = containerd_shim_protos::api::CreateTaskRequest {
+        id: "tty".into(),
+        bundle: tty.display().to_string(),
+        stdout: format!("crilog://{}", tty_log.display()),
+        terminal: true,
+        ..Default::default()
+    };
+    h.client.create(ctx(), &req).unwrap();
+    let c = attach(&tty);
+    h.start("tty", "");
+    let (out, err, _) = attach_output(c);
+    assert_eq!(String::from_utf8(out).unwrap(), "on a tty\r\n");
+    assert!(err.is_empty());
+    assert_eq!(h.wait("tty", ""), 0);
+    assert!(
+        fs::read_to_string(&tty_log)
+            .unwrap()
+            .contains("stdout F on a tty")
+    );
+    h.delete("tty", "").unwrap();
+    h.shutdown();
+}
+
+/// A client that never reads is dropped without slowing the container:
+/// it writes 8 MiB and exits, and the log has every byte.
+#[test]
+fn attach_client_that_never_reads_is_dropped() {
+    if !root_or_skip("attach_client_that_never_reads_is_dropped") {
+        return;
+    }
+    let h = Harness::new("attach-slow");
+    const TOTAL: usize = 8 * 1024 * 1024;
+    let script = "sleep 0.5; dd if=/dev/zero bs=65536 count=128 2>/dev/null | tr '\\0' x";
+    let bundle = h.bundle("big", &["sh", "-c", script], |_| {});
+    let log = h.dir.path().join("big.log");
+    h.create("big", &bundle, &format!("crilog://{}", log.display()));
+    let idle = attach(&bundle);
+    h.start("big", "");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shim = std::thread::spawn({
+        let address = h.address.clone();
+        move || {
+            let client = containerd_shim_protos::TaskClient::new(
+                containerd_shim_protos::ttrpc::Client::connect(&address).unwrap(),
+            );
+            let req = WaitRequest {
+                id: "big".into(),
+                ..Default::default()
+            };
+            let _ = tx.send(client.wait(ctx(), &req).map(|r| r.exit_status));
+        }
+    });
+    assert_eq!(
+        rx.recv_timeout(LONG)
+            .expect("the container is not held up")
+            .unwrap(),
+        0
+    );
+    shim.join().unwrap();
+    let records = cri_records(&fs::read_to_string(&log).unwrap());
+    let logged: usize = records.iter().map(|r| r.2.len()).sum();
+    assert_eq!(logged, TOTAL, "the log has everything");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.0 == "stdout" && r.2.bytes().all(|b| b == b'x'))
+    );
+    // The idle client got some whole frames, then was hung up on.
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut &idle, &mut got).expect("EOF for the dropped client");
+    assert!(got.len() < TOTAL, "dropped before the end: {}", got.len());
+    h.delete("big", "").unwrap();
+    h.shutdown();
+}
+
+/// A container's stdin FIFO: two writers one after the other both reach
+/// `cat`, closing the FIFO does not end stdin, CloseIO does (after passing
+/// on what was written just before it). The output reaches an attach
+/// client and the log.
+#[test]
+fn stdin_survives_writers_until_close_io() {
+    if !root_or_skip("stdin_survives_writers_until_close_io") {
+        return;
+    }
+    let h = Harness::new("stdin");
+    let bundle = h.bundle("cat", &["cat"], |_| {});
+    let input = h.dir.path().join("cat.in");
+    nix::unistd::mkfifo(&input, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let log = h.dir.path().join("cat.log");
+    h.try_create(
+        "cat",
+        &bundle,
+        input.to_str().unwrap(),
+        &format!("crilog://{}", log.display()),
+        "",
+    )
+    .unwrap();
+    let client = attach(&bundle);
+    h.start("cat", "");
+    let logged = |text: &str| {
+        let text = text.to_owned();
+        let log = log.clone();
+        eventually("the line in the log", move || {
+            fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains(&format!("stdout F {text}")))
+        });
+    };
+    for text in ["one", "two"] {
+        let mut w = fs::OpenOptions::new().write(true).open(&input).unwrap();
+        w.write_all(format!("{text}\n").as_bytes()).unwrap();
+        drop(w);
+        logged(text);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        h.state("cat", "").unwrap().status.enum_value(),
+        Ok(Status::RUNNING),
+        "stdin still open after its writers left"
+    );
+    // Written and closed right before CloseIO: still delivered.
+    let mut w = fs::OpenOptions::new().write(true).open(&input).unwrap();
+    w.write_all(b"three\n").unwrap();
+    drop(w);
+    let close = CloseIORequest {
+        id: "cat".into(),
+        stdin: true,
+        ..Default::default()
+    };
+    h.client.close_io(ctx(), &close).unwrap();
+    assert_eq!(h.wait("cat", ""), 0);
+    let (out, _, _) = attach_output(client);
+    assert_eq!(String::from_utf8(out).unwrap(), "one\ntwo\nthree\n");
+    let lines: Vec<String> = cri_records(&fs::read_to_string(&log).unwrap())
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(lines, ["one", "two", "three"]);
+    h.delete("cat", "").unwrap();
+    h.shutdown();
 }

@@ -102,7 +102,14 @@ impl Shim {
             .map_err(Error::Internal)?;
             drop(child);
             let pid = parse_pid(&reply)?;
-            let io = ProcIo::start(&cfg, log, fds, reply.fd, self.on_drained(id, Some(exec_id)));
+            let io = ProcIo::start(
+                &cfg,
+                log,
+                fds,
+                reply.fd,
+                None,
+                self.on_drained(id, Some(exec_id)),
+            );
             Ok((pid, io, since))
         })();
         let mut st = self.lock();

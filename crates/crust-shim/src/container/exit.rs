@@ -131,6 +131,7 @@ impl Shim {
             return false;
         }
         p.exit = Some(exit);
+        p.io.exited();
         let pid = p.pid as u32;
         if exec_id.is_none() {
             // Before TaskExit, so the runtime knows the reason at the exit.

@@ -20,6 +20,7 @@ use containerd_shim_protos::types::mount::Mount;
 use state::{Container, Proc, State, check_id, internal, parse_pid};
 pub use state::{Error, Exit, OomCmd, ProcView, Result, Status, StdioNames, WaitFor};
 
+use crate::attach::AttachSocket;
 use crate::cgroup::CgroupDirs;
 use crate::events::{self, Publisher};
 use crate::helper::{self, Reply};
@@ -145,7 +146,7 @@ impl Shim {
         let created = self.create_reserved(id, &bundle, rootfs, &cfg);
         let mut st = self.lock();
         st.reserved.remove(id);
-        let (pid, io, cgroup, since) = created?;
+        let (pid, io, cgroup, since, attach) = created?;
         let oom_kills = cgroup.oom_kills().unwrap_or(0);
         st.containers.insert(
             id.to_owned(),
@@ -157,6 +158,7 @@ impl Shim {
                 cgroup: cgroup.clone(),
                 oom_kills,
                 rootfs_mounted: !rootfs.is_empty(),
+                attach,
             },
         );
         log::info!("created container {id} pid {pid}");
@@ -191,9 +193,14 @@ impl Shim {
         bundle: &Path,
         rootfs: &[Mount],
         cfg: &StdioConfig,
-    ) -> Result<(i32, ProcIo, CgroupDirs, SystemTime)> {
+    ) -> Result<(i32, ProcIo, CgroupDirs, SystemTime, Arc<AttachSocket>)> {
         let log = ProcIo::open_log(cfg)
             .map_err(|e| Error::InvalidArgument(format!("open log file: {e}")))?;
+        // Before the container exists: a failure leaves nothing to undo,
+        // and a client may attach before Start.
+        let attach = AttachSocket::bind(bundle)
+            .map(Arc::new)
+            .map_err(|e| Error::Internal(format!("attach socket in {}: {e}", bundle.display())))?;
         let (child, fds) = io::make_pipes(cfg).map_err(internal)?;
         let since = SystemTime::now();
         let reply = helper::run(|| {
@@ -212,8 +219,9 @@ impl Shim {
         drop(child);
         let pid = parse_pid(&reply)?;
         let cgroup = CgroupDirs::of_pid(pid);
-        match ProcIo::start(cfg, log, fds, reply.fd, self.on_drained(id, None)) {
-            Ok(io) => Ok((pid, io, cgroup, since)),
+        let tee = Some(attach.attachers().clone());
+        match ProcIo::start(cfg, log, fds, reply.fd, tee, self.on_drained(id, None)) {
+            Ok(io) => Ok((pid, io, cgroup, since, attach)),
             Err(e) => {
                 let _ = sys::send_signal(pid, libc::SIGKILL);
                 let _ = helper::run(|| lc::delete(&self.root, id));
@@ -372,6 +380,7 @@ impl Shim {
         st.draining.retain(|d| d.1 != id);
         st.waiters.retain(|w| w.id != id);
         drop(st);
+        c.attach.remove();
         c.init.io.release();
         for e in c.execs.values() {
             e.proc_.io.release();
@@ -447,6 +456,15 @@ impl Shim {
         Ok(helper::run(|| lc::stats(pid))
             .map_err(Error::Internal)?
             .data)
+    }
+
+    /// Every container's attach socket, for the main loop to accept on.
+    pub fn attach_sockets(&self) -> Vec<Arc<AttachSocket>> {
+        self.lock()
+            .containers
+            .values()
+            .map(|c| c.attach.clone())
+            .collect()
     }
 
     /// The container's init pid, when it has one.

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::attach::AttachSocket;
 use crate::cgroup::CgroupDirs;
 use crate::helper::Reply;
 use crate::io::{ProcIo, StdioConfig};
@@ -118,6 +119,8 @@ pub(super) struct Container {
     pub(super) cgroup: CgroupDirs,
     pub(super) oom_kills: u64,
     pub(super) rootfs_mounted: bool,
+    /// The init process's attach socket, in the bundle.
+    pub(super) attach: Arc<AttachSocket>,
 }
 
 impl Container {
