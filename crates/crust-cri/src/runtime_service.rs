@@ -329,16 +329,12 @@ impl RuntimeService for Cri {
 
     async fn exec(&self, request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
         let mut request = request.into_inner();
-        container_id(&request.container_id)?;
+        let r = &request;
+        request.container_id =
+            self.streamed_container(&r.container_id, r.stdin, r.stdout, r.stderr, r.tty)?;
         if request.cmd.is_empty() {
             return Err(Status::invalid_argument("cmd is required"));
         }
-        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        request.container_id = self
-            .runtime
-            .pods
-            .running_container(&request.container_id)
-            .map_err(runtime_status)?;
         let url = self
             .runtime
             .streaming
@@ -349,13 +345,9 @@ impl RuntimeService for Cri {
 
     async fn attach(&self, request: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
         let mut request = request.into_inner();
-        container_id(&request.container_id)?;
-        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        request.container_id = self
-            .runtime
-            .pods
-            .running_container(&request.container_id)
-            .map_err(runtime_status)?;
+        let r = &request;
+        request.container_id =
+            self.streamed_container(&r.container_id, r.stdin, r.stdout, r.stderr, r.tty)?;
         let url = self
             .runtime
             .streaming
@@ -429,21 +421,6 @@ fn runtime_status(e: RuntimeError) -> Status {
     }
 }
 
-/// kubelet's rules for the streams of an exec or attach.
-fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
-    if !stdin && !stdout && !stderr {
-        return Err(Status::invalid_argument(
-            "one of stdin, stdout or stderr must be set",
-        ));
-    }
-    if tty && stderr {
-        return Err(Status::invalid_argument(
-            "tty and stderr cannot both be set: a terminal has one output stream",
-        ));
-    }
-    Ok(())
-}
-
 fn token_status(e: crust_stream::TokenError) -> Status {
     match e {
         crust_stream::TokenError::Full(_) => Status::resource_exhausted(e.to_string()),
@@ -468,6 +445,33 @@ fn container_id(id: &str) -> Result<&str, Status> {
 }
 
 impl Cri {
+    /// The full id of the running container an exec or attach is for,
+    /// after kubelet's rules for the streams it asks.
+    fn streamed_container(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> Result<String, Status> {
+        container_id(id)?;
+        if !stdin && !stdout && !stderr {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        if tty && stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be set: a terminal has one output stream",
+            ));
+        }
+        self.runtime
+            .pods
+            .running_container(id)
+            .map_err(runtime_status)
+    }
+
     /// Container stats with a CPU rate from the previous sample, or from a
     /// fresh one 100 ms ago when there is none.
     async fn stats_of(&self, id: &str) -> Result<cri::ContainerStats, Status> {

@@ -276,17 +276,6 @@ fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Full<Bytes
     response
 }
 
-/// A close frame with status 1000: client-go takes only that as a clean
-/// end of the session (no status reads as an error).
-pub fn normal_close() -> tokio_tungstenite::tungstenite::Message {
-    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    }))
-}
-
 /// What every protocol handler gets besides its connection.
 pub struct Session {
     pub shared: Arc<Shared>,

@@ -19,6 +19,7 @@ pub mod protocol;
 mod remotecommand;
 pub mod tokens;
 mod tunnel;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;

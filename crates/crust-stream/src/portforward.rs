@@ -5,18 +5,14 @@
 use std::collections::HashMap;
 
 use crust_spdy::{Limits, Role, Stream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 
-use crate::http::{Session, Upgraded, normal_close};
-use crate::protocol::{self, Framing};
-use crate::remotecommand::MAX_WS_MESSAGE;
+use crate::http::{Session, Upgraded};
+use crate::protocol::Framing;
+use crate::ws;
 use crate::{Backend, MAX_STREAMS_PER_SESSION};
 
 /// Ports one WebSocket session may forward.
@@ -204,27 +200,8 @@ pub async fn websocket(
     protocol_name: Option<&'static str>,
 ) {
     let framing = Framing::of(protocol_name);
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_WS_MESSAGE);
-    config.max_frame_size = Some(MAX_WS_MESSAGE);
-    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(config)).await;
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    let writer = tokio::spawn(async move {
-        while let Some((channel, data)) = out_rx.recv().await {
-            let (text, payload) = protocol::encode_ws(framing, channel, &data);
-            let message = if text {
-                Message::Text(String::from_utf8_lossy(&payload).into_owned().into())
-            } else {
-                Message::Binary(payload.into())
-            };
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = ws::accept(io).await.split();
+    let (out_tx, writer) = ws::channel_writer(sink, framing);
     // Each channel starts with its port, little-endian, as kubelet sends.
     for (i, port) in ports.iter().enumerate() {
         for channel in [2 * i, 2 * i + 1] {
@@ -267,16 +244,7 @@ pub async fn websocket(
         }
     }
     let from_client = async {
-        while let Some(Ok(message)) = source.next().await {
-            let (text, payload) = match message {
-                Message::Binary(b) => (false, b.to_vec()),
-                Message::Text(t) => (true, t.as_bytes().to_vec()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Ok((channel, data)) = protocol::decode_ws(framing, text, &payload) else {
-                continue;
-            };
+        while let Some((channel, data)) = ws::next_channel_message(&mut source, framing).await {
             // Data channels are even; the client writes nothing else.
             let index = usize::from(channel / 2);
             if channel % 2 == 0

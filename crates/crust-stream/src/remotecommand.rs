@@ -5,22 +5,18 @@
 use std::future::Future;
 
 use crust_spdy::{Limits, Role};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 
-use crate::http::{Session, Upgraded, normal_close};
+use crate::http::{Session, Upgraded};
 use crate::protocol::{
     self, CHANNEL_CLOSE, CHANNEL_ERROR, CHANNEL_RESIZE, CHANNEL_STDERR, CHANNEL_STDIN,
     CHANNEL_STDOUT, Framing, Outcome, ResizeDecoder, TerminalSize, Version,
 };
+use crate::ws;
 use crate::{BoxWrite, MAX_STREAMS_PER_SESSION, Pending, ProcessIo, STREAM_CREATION_TIMEOUT};
 
-/// Largest WebSocket message accepted from a client.
-pub const MAX_WS_MESSAGE: usize = 1 << 20;
 /// Bytes buffered between the protocol and the process per stream.
 const PIPE_BUFFER: usize = 64 * 1024;
 
@@ -217,27 +213,8 @@ pub async fn websocket(
 ) {
     let wanted = Wanted::of(&op);
     let framing = Framing::of(protocol_name);
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_WS_MESSAGE);
-    config.max_frame_size = Some(MAX_WS_MESSAGE);
-    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(config)).await;
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    let writer = tokio::spawn(async move {
-        while let Some((channel, data)) = out_rx.recv().await {
-            let (text, payload) = protocol::encode_ws(framing, channel, &data);
-            let message = if text {
-                Message::Text(String::from_utf8_lossy(&payload).into_owned().into())
-            } else {
-                Message::Binary(payload.into())
-            };
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = ws::accept(io).await.split();
+    let (out_tx, writer) = ws::channel_writer(sink, framing);
     // Tells the client the session is up, as kubelet does.
     let first = if wanted.stdout {
         CHANNEL_STDOUT
@@ -270,16 +247,7 @@ pub async fn websocket(
     let reader = tokio::spawn(async move {
         let mut stdin = stdin_ours;
         let mut decoder = ResizeDecoder::default();
-        while let Some(Ok(message)) = source.next().await {
-            let (text, payload) = match message {
-                Message::Binary(b) => (false, b.to_vec()),
-                Message::Text(t) => (true, t.as_bytes().to_vec()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Ok((channel, data)) = protocol::decode_ws(framing, text, &payload) else {
-                continue;
-            };
+        while let Some((channel, data)) = ws::next_channel_message(&mut source, framing).await {
             match channel {
                 CHANNEL_STDIN => {
                     if let Some(s) = &mut stdin

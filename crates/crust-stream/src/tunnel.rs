@@ -4,23 +4,17 @@
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::http::{Upgraded, normal_close};
-use crate::remotecommand::MAX_WS_MESSAGE;
+use crate::http::Upgraded;
+use crate::ws::{self, normal_close};
 
 const BUFFER: usize = 64 * 1024;
 
 /// The stream inside the WebSocket; the bridging tasks end when either
 /// side closes.
 pub async fn over_websocket(io: Upgraded) -> DuplexStream {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_WS_MESSAGE);
-    config.max_frame_size = Some(MAX_WS_MESSAGE);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let (mut sink, mut source) = ws.split();
+    let (mut sink, mut source) = ws::accept(io).await.split();
     let (ours, theirs) = tokio::io::duplex(BUFFER);
     let (mut read_half, mut write_half) = tokio::io::split(ours);
     tokio::spawn(async move {
