@@ -190,17 +190,63 @@ async fn unlanded_rpcs_say_unimplemented_with_their_name() {
     let dir = tempfile::tempdir().unwrap();
     let cri = cri_on(dir.path(), test_config(dir.path()));
     let err = cri
-        .port_forward(Request::new(cri::PortForwardRequest::default()))
+        .checkpoint_container(Request::new(cri::CheckpointContainerRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PortForward"));
+    assert!(err.message().contains("CheckpointContainer"));
+}
+
+#[tokio::test]
+async fn streaming_calls_validate_before_handing_out_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let exec = |container_id: &str, stdout, stderr, tty| cri::ExecRequest {
+        container_id: container_id.into(),
+        cmd: vec!["true".into()],
+        stdout,
+        stderr,
+        tty,
+        ..Default::default()
+    };
+    let code = |r: Result<tonic::Response<cri::ExecResponse>, tonic::Status>| {
+        r.map(|_| ()).unwrap_err().code()
+    };
+    let invalid = tonic::Code::InvalidArgument;
+    assert_eq!(
+        code(cri.exec(Request::new(exec("", true, false, false))).await),
+        invalid
+    );
+    assert_eq!(
+        code(cri.exec(Request::new(exec("c", false, false, false))).await),
+        invalid
+    );
+    assert_eq!(
+        code(cri.exec(Request::new(exec("c", true, true, true))).await),
+        invalid
+    );
     let err = cri
-        .exec(Request::new(cri::ExecRequest::default()))
+        .exec(Request::new(exec("c", true, false, false)))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Exec"));
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    let err = cri
+        .port_forward(Request::new(cri::PortForwardRequest {
+            pod_sandbox_id: "p".into(),
+            port: vec![0],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), invalid);
+    assert!(err.message().contains("port 0"), "{err}");
+    let err = cri
+        .port_forward(Request::new(cri::PortForwardRequest {
+            pod_sandbox_id: "p".into(),
+            port: vec![80],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 }
 
 #[tokio::test]
