@@ -24,7 +24,11 @@ struct Scripted {
 impl Backend for Scripted {
     fn exec(&self, request: cri::ExecRequest, io: ProcessIo) -> BoxFuture<Result<i32, String>> {
         let code: i32 = request.cmd[0].parse().unwrap_or(0);
+        let hang = request.cmd[0] == "hang";
         Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
             let ProcessIo {
                 stdin,
                 stdout,
@@ -80,6 +84,10 @@ impl Backend for Scripted {
 }
 
 async fn start() -> StreamServer {
+    start_with_idle_timeout(Duration::from_secs(60)).await
+}
+
+async fn start_with_idle_timeout(idle_timeout: Duration) -> StreamServer {
     let backend = Arc::new(Scripted::default());
     // A TCP echo server standing in for a pod's port 80.
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,7 +105,7 @@ async fn start() -> StreamServer {
         crust_stream::Options {
             address: "127.0.0.1:0".into(),
             tls: None,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout,
         },
         backend,
         std::future::pending(),
@@ -310,4 +318,78 @@ async fn tls_serves_https_urls_with_the_configured_certificate() {
     // The token is good, but a plain GET is not an upgrade.
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(reply.contains("SPDY/3.1 or websocket"), "{reply}");
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed_and_its_work_dropped() {
+    let server = start_with_idle_timeout(Duration::from_secs(1)).await;
+    let url = server.exec_url(exec_request("hang", false, false)).unwrap();
+    let started = std::time::Instant::now();
+    let mut ws = connect(&url, "v5.channel.k8s.io").await.unwrap();
+    let out = collect(&mut ws).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(1), "closed after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+    assert!(out[3].is_empty(), "no status: nobody finished the command");
+}
+
+/// Upgrades to SPDY offering one protocol, as old clients do, and runs
+/// an exec with stdout and stderr: (chosen protocol, stdout, error stream).
+async fn old_spdy_exec(url: &str, protocol: &str) -> (String, Vec<u8>, Vec<u8>) {
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let chosen = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-stream-protocol-version: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let (session, _) = crust_spdy::Session::new(tcp, crust_spdy::Role::Client, Default::default());
+    let open = |kind: &str| {
+        let session = session.clone();
+        let headers = vec![("streamtype".to_string(), kind.to_string())];
+        async move { session.open_stream(headers).await.unwrap() }
+    };
+    let error = open("error").await;
+    let stdout = open("stdout").await;
+    let stderr = open("stderr").await;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut stdout, _) = stdout.split();
+    let (mut error, _) = error.split();
+    let (_stderr_reader, _) = stderr.split();
+    let _ = tokio::join!(stdout.read_to_end(&mut out), error.read_to_end(&mut err));
+    (chosen, out, err)
+}
+
+#[tokio::test]
+async fn older_spdy_protocols_get_a_text_error_and_nothing_on_success() {
+    let server = start().await;
+    for protocol in ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"] {
+        let url = server.exec_url(exec_request("3", false, false)).unwrap();
+        let (chosen, _, error) = old_spdy_exec(&url, protocol).await;
+        assert_eq!(chosen, protocol);
+        assert_eq!(
+            String::from_utf8_lossy(&error),
+            "command terminated with non-zero exit code: 3"
+        );
+        let url = server.exec_url(exec_request("0", false, false)).unwrap();
+        let (_, _, error) = old_spdy_exec(&url, protocol).await;
+        assert!(error.is_empty(), "{protocol}: {error:?}");
+    }
 }
