@@ -89,18 +89,22 @@ async fn rpcs_not_landed_yet_answer_unimplemented_with_their_name() {
     let mut c = crustd.client().await;
     let err = c
         .runtime
-        .exec(cri::ExecRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Exec"), "{}", err.message());
+    assert!(
+        err.message().contains("CheckpointContainer"),
+        "{}",
+        err.message()
+    );
     let err = c
         .runtime
-        .port_forward(cri::PortForwardRequest::default())
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PortForward"));
+    assert!(err.message().contains("ListMetricDescriptors"));
 }
 
 #[tokio::test]
@@ -148,7 +152,7 @@ async fn metrics_count_each_rpc_by_code() {
     );
     assert!(
         text.contains(
-            r#"crust_grpc_requests_total{service="RuntimeService",method="PortForward",code="Unimplemented"} 1"#
+            r#"crust_grpc_requests_total{service="RuntimeService",method="PortForward",code="InvalidArgument"} 1"#
         ),
         "{text}"
     );
