@@ -426,3 +426,34 @@ async fn an_exec_orphaned_by_a_crustd_restart_is_killed_at_start() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn port_forward_never_reaches_the_host_once_the_pod_stopped() {
+    let crustd = Crustd::start().await;
+    let (mut c, pod, _ctr) = sleeper(&crustd, "stopped").await;
+    // A service on the host's loopback that a pod's forward must not reach.
+    let host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = host.local_addr().unwrap().port();
+    let url = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let pf = SpdyPortForward::connect(&url).await.unwrap();
+    c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    let mut stream = pf.open(port).await.unwrap();
+    let error = stream.error().await.unwrap().unwrap_or_default();
+    assert!(error.contains("not ready"), "{error}");
+    let accepted = tokio::time::timeout(Duration::from_millis(500), host.accept()).await;
+    assert!(accepted.is_err(), "the forward reached the host");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crust_store::{ContainerRecord, ContainerState, SandboxState};
+use crust_store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 use crust_stream::{BoxFuture, BoxWrite, ProcessIo};
 use k8s_cri::v1 as cri;
 use nix::sys::stat::Mode;
@@ -26,9 +26,12 @@ const STDIN_FIFO: &str = "stdin";
 const ATTACH_SOCKET: &str = "attach";
 /// Largest frame the attach socket may announce (the shim sends <= 8 KiB).
 const MAX_ATTACH_FRAME: usize = 1 << 20;
-/// How long output may still drain after an exec'd process exited (a
-/// background child can hold the pipe open for ever).
+/// How long an exec's output may stay silent after the process exited
+/// before it is given up (a background child can hold the pipe for ever).
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// Waiting for an exec's exit has no deadline of its own: the session's
+/// idle timeout and the client going away end it.
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long a TTY exec waits for the client's terminal size.
 const FIRST_RESIZE_WAIT: Duration = Duration::from_millis(500);
 /// How long dialling a pod's port may take.
@@ -126,8 +129,40 @@ async fn follow_resizes(
     }
 }
 
-async fn copy_out(mut from: pipe::Receiver, mut to: BoxWrite) {
-    let _ = tokio::io::copy(&mut from, &mut to).await;
+/// Copies an exec's output to the client until EOF. Once the process has
+/// exited, a pipe that stays silent for [`OUTPUT_GRACE`] is given up (a
+/// background child may hold it open for ever); output that keeps coming
+/// is never cut.
+async fn copy_out(
+    mut from: pipe::Receiver,
+    mut to: BoxWrite,
+    mut exited: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let read = if *exited.borrow() {
+            match tokio::time::timeout(OUTPUT_GRACE, from.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!("exec output silent after exit: cutting it off");
+                    break;
+                }
+            }
+        } else {
+            tokio::select! {
+                r = from.read(&mut buf) => r,
+                _ = exited.changed() => continue,
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
     let _ = to.flush().await;
 }
 
@@ -146,6 +181,10 @@ impl Pods {
 
     /// The pod a port-forward may use: it must be ready.
     pub fn ready_pod(&self, id: &str) -> Result<String, RuntimeError> {
+        Ok(self.ready_sandbox(id)?.id)
+    }
+
+    fn ready_sandbox(&self, id: &str) -> Result<SandboxRecord, RuntimeError> {
         let sandbox = self.require_sandbox(id)?;
         if sandbox.state != SandboxState::Ready {
             return Err(RuntimeError::FailedPrecondition(format!(
@@ -153,7 +192,7 @@ impl Pods {
                 sandbox.id
             )));
         }
-        Ok(sandbox.id)
+        Ok(sandbox)
     }
 
     /// Exec processes started before crustd last stopped lost their client
@@ -189,9 +228,13 @@ impl Pods {
         io: ProcessIo,
     ) -> Result<i32, RuntimeError> {
         let tty = request.tty;
-        let mut exec = self
-            .prepare_exec(&request.container_id, request.cmd, tty)
-            .await?;
+        let mut guard = ExecGuard {
+            exec: Some(
+                self.prepare_exec(&request.container_id, request.cmd, tty)
+                    .await?,
+            ),
+        };
+        let exec = guard.exec.as_mut().expect("just set");
         let mut io = io;
         if tty && let Some(sizes) = &mut io.resize {
             // The terminal starts at the client's size (kubectl sends it
@@ -238,7 +281,6 @@ impl Pods {
             exec.container_id.clone(),
             exec.exec_id.clone(),
         );
-        let guard = ExecGuard { exec: Some(exec) };
         shim.exec(&id, &exec_id, json, &stdio).await?;
         shim.start_process(&id, &exec_id).await?;
 
@@ -258,19 +300,16 @@ impl Pods {
                 sizes,
             ));
         }
+        let (exited_tx, exited) = tokio::sync::watch::channel(false);
         let mut outputs = JoinSet::new();
         for (fifo, to) in [(stdout_fifo, io.stdout), (stderr_fifo, io.stderr)] {
             if let (Some(fifo), Some(to)) = (fifo, to) {
-                outputs.spawn(copy_out(fifo, to));
+                outputs.spawn(copy_out(fifo, to, exited.clone()));
             }
         }
-        let (status, _) = shim
-            .wait(&id, &exec_id, Duration::from_secs(u64::MAX / 4))
-            .await?;
-        let drained = async { while outputs.join_next().await.is_some() {} };
-        if tokio::time::timeout(OUTPUT_GRACE, drained).await.is_err() {
-            tracing::debug!(exec_id, "exec output still open after exit: cutting it off");
-        }
+        let (status, _) = shim.wait(&id, &exec_id, NO_DEADLINE).await?;
+        exited_tx.send_replace(true);
+        while outputs.join_next().await.is_some() {}
         tasks.abort_all();
         guard.finish().await;
         Ok(status as i32)
@@ -366,8 +405,10 @@ impl Pods {
         pod_id: &str,
         port: u16,
     ) -> Result<TcpStream, RuntimeError> {
-        let sandbox = self.require_sandbox(pod_id)?;
-        let netns = sandbox.netns.clone();
+        // Checked at every dial, not only when the URL was handed out: a
+        // stopped pod has no network namespace left, and an empty one
+        // would mean the host's.
+        let netns = self.ready_sandbox(pod_id)?.netns;
         let (tx, rx) = tokio::sync::oneshot::channel();
         // setns changes the calling thread: use a thread of our own that
         // ends right after, never one of the runtime's.

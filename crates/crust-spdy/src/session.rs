@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -76,6 +76,9 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long the writer may take to flush after the reader has ended.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
+/// Control frames (PING answers, RST_STREAM, WINDOW_UPDATE, SYN_REPLY)
+/// that may wait for the socket before the peer counts as not reading.
+const MAX_QUEUED_CONTROL: usize = 4096;
 
 /// Which end of the connection this is. Server-initiated stream ids are
 /// even, client-initiated ones odd (so are PING ids).
@@ -143,6 +146,8 @@ pub enum Error {
 /// What the writer task is asked to do, in order.
 enum Out {
     Frame(Frame),
+    /// A frame [`Shared::push`] counted in `queued_control`.
+    Control(Frame),
     /// DATA holding part of the send budget until it is written.
     Data(Frame, OwnedSemaphorePermit),
     /// Write what is queued, shut the write side down, and stop.
@@ -192,6 +197,10 @@ struct Shared {
     limits: Limits,
     state: Mutex<State>,
     out: mpsc::UnboundedSender<Out>,
+    /// Control frames queued and not yet written: a peer that sends PINGs
+    /// (or anything we must answer) but never reads would otherwise grow
+    /// the queue without bound.
+    queued_control: AtomicUsize,
     budget: Arc<Semaphore>,
     stop: watch::Sender<Stop>,
     closed: watch::Sender<bool>,
@@ -205,8 +214,24 @@ impl Shared {
     }
 
     fn push(&self, frame: Frame) {
+        if self.queued_control.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_CONTROL {
+            // The peer does not read what we owe it: stop reading it. The
+            // reader then ends the session and the stuck writer is
+            // aborted after its grace period.
+            self.queued_control.fetch_sub(1, Ordering::Relaxed);
+            if self.stop.send_if_modified(|s| {
+                let running = *s == Stop::Running;
+                if running {
+                    *s = Stop::Abort;
+                }
+                running
+            }) {
+                warn!("SPDY peer does not read its control frames; ending the session");
+            }
+            return;
+        }
         // Fails only once the writer task is gone, i.e. the session ended.
-        let _ = self.out.send(Out::Frame(frame));
+        let _ = self.out.send(Out::Control(frame));
     }
 
     /// Ends the session once: streams see EOF (after what is queued for
@@ -461,6 +486,7 @@ impl Session {
                 session_unacked: 0,
             }),
             out: out_tx,
+            queued_control: AtomicUsize::new(0),
             budget: Arc::new(Semaphore::new(SEND_BUDGET)),
             stop,
             closed,
@@ -1151,6 +1177,10 @@ where
         while let Some(item) = next.take() {
             let frame = match item {
                 Out::Frame(f) => f,
+                Out::Control(f) => {
+                    shared.queued_control.fetch_sub(1, Ordering::Relaxed);
+                    f
+                }
                 Out::Data(f, p) => {
                     permits.push(p);
                     f

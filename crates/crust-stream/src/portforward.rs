@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::http::{Session, Upgraded};
 use crate::protocol::Framing;
+use crate::remotecommand::FINISH_TIMEOUT;
 use crate::ws;
 use crate::{Backend, MAX_STREAMS_PER_SESSION};
 
@@ -201,7 +202,7 @@ pub async fn websocket(
 ) {
     let framing = Framing::of(protocol_name);
     let (sink, mut source) = ws::accept(io).await.split();
-    let (out_tx, writer) = ws::channel_writer(sink, framing);
+    let (out_tx, mut writer) = ws::channel_writer(sink, framing);
     // Each channel starts with its port, little-endian, as kubelet sends.
     for (i, port) in ports.iter().enumerate() {
         for channel in [2 * i, 2 * i + 1] {
@@ -261,8 +262,18 @@ pub async fn websocket(
         _ = all_done => {}
         _ = session.idle() => {}
     }
+    // The pod side ends with the session: pumps blocked on a pod that
+    // waits for input would otherwise keep the writer (and the session's
+    // slot) for ever.
+    pumps.abort_all();
+    drop(to_pod);
     drop(out_tx);
-    let _ = writer.await;
+    if tokio::time::timeout(FINISH_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! channel (exit code from v4 on).
 
 use std::future::Future;
+use std::time::Duration;
 
 use crust_spdy::{Limits, Role};
 use futures_util::StreamExt;
@@ -17,6 +18,9 @@ use crate::protocol::{
 use crate::ws;
 use crate::{BoxWrite, MAX_STREAMS_PER_SESSION, Pending, ProcessIo, STREAM_CREATION_TIMEOUT};
 
+/// How long a finished session may take to hand the client the rest of
+/// the output and the status.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes buffered between the protocol and the process per stream.
 const PIPE_BUFFER: usize = 64 * 1024;
 
@@ -141,6 +145,7 @@ pub async fn spdy(session: Session, io: Upgraded, op: Pending, version: Version)
             }
         };
         if stream.reply(Vec::new()).await.is_err() {
+            spdy.close().await;
             return;
         }
         let slot = match stream.header("streamtype").unwrap_or("") {
@@ -197,8 +202,14 @@ pub async fn spdy(session: Session, io: Upgraded, op: Pending, version: Version)
     if let (Some(outcome), Some((_, mut writer))) = (outcome, error)
         && let Some(message) = protocol::status_message(&outcome, version)
     {
-        let _ = writer.write_all(&message).await;
-        let _ = writer.shutdown().await;
+        // A client that stopped reading must not hold the session for ever.
+        let report = async {
+            let _ = writer.write_all(&message).await;
+            let _ = writer.shutdown().await;
+        };
+        if tokio::time::timeout(FINISH_TIMEOUT, report).await.is_err() {
+            tracing::debug!("client did not take the status in time");
+        }
     }
     drop(keep);
     spdy.close().await;
@@ -214,7 +225,7 @@ pub async fn websocket(
     let wanted = Wanted::of(&op);
     let framing = Framing::of(protocol_name);
     let (sink, mut source) = ws::accept(io).await.split();
-    let (out_tx, writer) = ws::channel_writer(sink, framing);
+    let (out_tx, mut writer) = ws::channel_writer(sink, framing);
     // Tells the client the session is up, as kubelet does.
     let first = if wanted.stdout {
         CHANNEL_STDOUT
@@ -287,17 +298,27 @@ pub async fn websocket(
         let _ = gone_rx.await;
     })
     .await;
-    // Everything the process wrote goes out before the status.
-    for pump in pumps {
-        let _ = pump.await;
+    // Everything the process wrote goes out before the status; a client
+    // that stopped reading gets cut off instead of holding the session.
+    let finish = async {
+        for pump in &mut pumps {
+            let _ = pump.await;
+        }
+        if let Some(outcome) = outcome
+            && let Some(message) = protocol::status_message(&outcome, version)
+        {
+            let _ = out_tx.send((CHANNEL_ERROR, message)).await;
+        }
+        drop(out_tx);
+        let _ = (&mut writer).await;
+    };
+    if tokio::time::timeout(FINISH_TIMEOUT, finish).await.is_err() {
+        tracing::debug!("client did not take the rest of the session in time");
+        for pump in &pumps {
+            pump.abort();
+        }
+        writer.abort();
     }
-    if let Some(outcome) = outcome
-        && let Some(message) = protocol::status_message(&outcome, version)
-    {
-        let _ = out_tx.send((CHANNEL_ERROR, message)).await;
-    }
-    drop(out_tx);
-    let _ = writer.await;
     reader.abort();
 }
 

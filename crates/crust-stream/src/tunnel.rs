@@ -10,6 +10,8 @@ use crate::http::Upgraded;
 use crate::ws::{self, normal_close};
 
 const BUFFER: usize = 64 * 1024;
+/// How long the client has to answer our close.
+const CLOSE_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The stream inside the WebSocket; the bridging tasks end when either
 /// side closes.
@@ -17,7 +19,7 @@ pub async fn over_websocket(io: Upgraded) -> DuplexStream {
     let (mut sink, mut source) = ws::accept(io).await.split();
     let (ours, theirs) = tokio::io::duplex(BUFFER);
     let (mut read_half, mut write_half) = tokio::io::split(ours);
-    tokio::spawn(async move {
+    let inbound = tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
             match message {
                 Message::Binary(data) if write_half.write_all(&data).await.is_err() => break,
@@ -45,6 +47,15 @@ pub async fn over_websocket(io: Upgraded) -> DuplexStream {
         }
         let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
+        // The client should answer the close; one that does not must not
+        // keep the connection for ever.
+        let mut inbound = inbound;
+        if tokio::time::timeout(CLOSE_ANSWER, &mut inbound)
+            .await
+            .is_err()
+        {
+            inbound.abort();
+        }
     });
     theirs
 }

@@ -299,6 +299,26 @@ async fn pings_are_answered() {
 }
 
 #[tokio::test]
+async fn a_peer_that_pings_but_never_reads_is_cut_off() {
+    let (server, _accept, mut peer) = server_with_raw_client(Limits::default());
+    // Far more answers than the socket buffer and the control queue hold.
+    let flood = tokio::spawn(async move {
+        let mut frames = BytesMut::new();
+        for id in 0..100_000u32 {
+            peer.enc
+                .encode(&Frame::Ping { id: id * 2 + 1 }, &mut frames)
+                .unwrap();
+        }
+        let _ = peer.io.write_all(&frames).await;
+        peer
+    });
+    timeout(Duration::from_secs(20), server.closed())
+        .await
+        .expect("the session ends instead of queueing answers for ever");
+    flood.abort();
+}
+
+#[tokio::test]
 async fn closed_resolves_when_the_peer_drops() {
     let (server, mut accept, mut peer) = server_with_raw_client(Limits::default());
     peer.send(syn(1, h(&[("streamtype", "stdin")]))).await;
