@@ -1367,7 +1367,8 @@ async fn status_reports_the_security_features() {
     );
     for h in &s.runtime_handlers {
         let f = h.features.unwrap();
-        assert!(!f.user_namespaces, "{h:?}");
+        // crust's probe: an overlay over detached idmapped layers (6.15+).
+        assert_eq!(f.user_namespaces, kernel >= (6, 15), "{h:?}");
         assert_eq!(f.recursive_read_only_mounts, kernel >= (5, 12), "{h:?}");
     }
 }
@@ -1415,4 +1416,384 @@ async fn recursive_read_only_mounts_cover_submounts() {
     let mut bad = config("bad", true);
     bad.mounts[0].readonly = false;
     create_fails(&mut c, &pod, &pod_cfg, bad, &["recursive_read_only"]).await;
+}
+
+// ---------------------------------------------------------------------
+// User namespaces (hostUsers: false)
+
+fn id_map(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
+    cri::IdMapping {
+        container_id,
+        host_id,
+        length,
+    }
+}
+
+/// A pod as kubelet sends one with hostUsers: false.
+fn userns_pod(
+    crustd: &Crustd,
+    name: &str,
+    pid: cri::NamespaceMode,
+    uids: Vec<cri::IdMapping>,
+    gids: Vec<cri::IdMapping>,
+) -> cri::PodSandboxConfig {
+    let mut pod = pod_config(crustd, name);
+    crust_e2e::set_pod_namespaces(
+        &mut pod,
+        cri::NamespaceOption {
+            pid: pid as i32,
+            userns_options: Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids,
+                gids,
+            }),
+            ..Default::default()
+        },
+    );
+    pod
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (md.uid(), md.gid())
+}
+
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
+#[tokio::test]
+async fn host_users_false_maps_the_pods_root_to_an_unprivileged_host_range() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let maps = || vec![id_map(0, 200000, 65536)];
+    let mut pod_cfg = userns_pod(
+        &crustd,
+        "userns",
+        cri::NamespaceMode::Container,
+        maps(),
+        maps(),
+    );
+    // A namespaced sysctl is set from inside the pod's user namespace: it
+    // works only because the pod's network namespace belongs to it.
+    pod_cfg.linux.as_mut().unwrap().sysctls = [(
+        "net.ipv4.ip_unprivileged_port_start".to_string(),
+        "42".to_string(),
+    )]
+    .into();
+
+    // A userns pod's root must pass through every dir above crust's state
+    // dir (as it can through /run): a 0700 one is refused, naming it.
+    let above = crustd.dir.path();
+    std::fs::set_permissions(above, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("a 0700 dir above the state dir");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&above.display().to_string()),
+        "{err:?}"
+    );
+    std::fs::set_permissions(above, std::fs::Permissions::from_mode(0o711)).unwrap();
+
+    let pod = c.run_pod(&pod_cfg).await;
+    let info = c.pod_info(&pod).await;
+    let userns_path = PathBuf::from(info["userNamespacePath"].as_str().unwrap());
+    assert!(userns_path.exists(), "{info}");
+    // A host dir only host root may enter, and a file only it may read.
+    let secret_dir = host_dir(&crustd, "host-root-only");
+    std::fs::write(secret_dir.join("secret"), "s3cret").unwrap();
+    std::fs::set_permissions(&secret_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut config = sleeper(
+        "main",
+        cri::LinuxContainerSecurityContext {
+            capabilities: caps(&["NET_ADMIN"], &[]),
+            ..Default::default()
+        },
+    );
+    config.mounts = vec![bind("/host-secret", &secret_dir, false)];
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+
+    assert_eq!(sh(&mut c, &id, "id -u; id -g").await.stdout, "0\n0");
+    let maps_inside = sh(&mut c, &id, "cat /proc/self/uid_map /proc/self/gid_map").await;
+    assert_eq!(
+        words(&maps_inside.stdout),
+        ["0", "200000", "65536", "0", "200000", "65536"],
+        "{maps_inside:?}"
+    );
+    let pid = verbose_info(&mut c, &id).await["pid"].as_u64().unwrap();
+    let host_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(words(&host_map), ["0", "200000", "65536"]);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let pinned = std::fs::metadata(&userns_path).unwrap();
+        let joined = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
+        assert_eq!(
+            (pinned.dev(), pinned.ino()),
+            (joined.dev(), joined.ino()),
+            "the container joined the pod's user namespace"
+        );
+    }
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap(),
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "the container is not in the host's user namespace"
+    );
+
+    // The image's files, owned by host root on disk, are root's inside.
+    let image_owner = sh(&mut c, &id, "stat -c '%u:%g' /bin/busybox /etc/passwd /").await;
+    assert_eq!(
+        words(&image_owner.stdout),
+        ["0:0", "0:0", "0:0"],
+        "{image_owner:?}"
+    );
+    // What root creates in the rootfs is host uid 200000's.
+    let w = sh(
+        &mut c,
+        &id,
+        "echo hi > /created && mkdir -p /tmp && echo x > /tmp/t && chown 1000:1000 /tmp/t && \
+         echo more >> /etc/passwd && echo ok",
+    )
+    .await;
+    assert_eq!(w.stdout, "ok", "{w:?}");
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    assert_eq!(owner(&root.join("created")), (200000, 200000));
+    assert_eq!(owner(&root.join("tmp/t")), (201000, 201000));
+    let upper = crustd.root().join("snapshots/rw").join(&id).join("upper");
+    assert_eq!(owner(&upper.join("created")), (200000, 200000));
+    assert_eq!(
+        owner(&upper),
+        (200000, 200000),
+        "the container's / is its root's"
+    );
+    // Copied up on write, with the mapped owner; the layer is untouched.
+    assert_eq!(owner(&upper.join("etc/passwd")), (200000, 200000));
+
+    // Root in the pod is no root on the host: it cannot make device
+    // nodes (CAP_MKNOD counts only in the host's user namespace), enter a
+    // dir only host root may, or read a file only host root may.
+    let host_things = sh(
+        &mut c,
+        &id,
+        "mknod /tmp/sda b 8 0; echo mknod=$?; ls /host-secret; echo ls=$?; \
+         cat /host-secret/secret; echo cat=$?",
+    )
+    .await;
+    let out = format!("{}\n{}", host_things.stdout, host_things.stderr);
+    assert!(out.contains("mknod=1") && out.contains("ls=1"), "{out}");
+    assert!(out.contains("cat=1") && !out.contains("s3cret"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+
+    // The pod's own namespaces are the pod's: its sysctl was set from
+    // inside, and root with NET_ADMIN administers the pod's network (both
+    // need the network namespace to belong to the pod's user namespace).
+    let ns = sh(
+        &mut c,
+        &id,
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; hostname; \
+         ip link add crust0 type bridge && ip link set lo mtu 1400 && echo netadmin",
+    )
+    .await;
+    assert_eq!(words(&ns.stdout), ["42", "userns", "netadmin"], "{ns:?}");
+
+    // The pod's files and /dev/shm are there and root's.
+    let files = sh(
+        &mut c,
+        &id,
+        "cat /etc/hostname; grep -c localhost /etc/hosts >/dev/null && echo hosts; \
+         test -r /etc/resolv.conf && echo resolv; echo '# pod' >> /etc/hosts && echo hosts-w; \
+         echo x > /dev/shm/f && stat -c '%u' /dev/shm/f",
+    )
+    .await;
+    assert_eq!(
+        words(&files.stdout),
+        ["userns", "hosts", "resolv", "hosts-w", "0"],
+        "{files:?}"
+    );
+
+    // Removing the pod leaves no pinned namespace behind.
+    c.remove_pod(&pod).await;
+    assert!(!userns_path.exists());
+}
+
+#[tokio::test]
+async fn host_users_false_with_a_shared_pid_namespace() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let maps = || vec![id_map(0, 300000, 65536)];
+    let pod_cfg = userns_pod(
+        &crustd,
+        "userns-pid",
+        cri::NamespaceMode::Pod,
+        maps(),
+        maps(),
+    );
+    let pod = c.run_pod(&pod_cfg).await;
+    let a = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("a", &image_ref(BUSYBOX), &["sleep", "2222"]),
+        )
+        .await;
+    let b = c
+        .run_container(&pod, &pod_cfg, sleeper("b", Default::default()))
+        .await;
+    let ps = sh(&mut c, &b, "ps -o pid,user,args").await;
+    assert!(ps.stdout.contains("sleep 2222"), "{ps:?}");
+    // PID 1 is crust's pod init, running as the pod's root, not host root.
+    let init_pid = c.pod_info(&pod).await["podInitPid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{init_pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(words(uid_line)[1..], ["300000"; 4], "{uid_line}");
+    // And it cannot be ptraced from inside the pod (it is undumpable).
+    let same = sh(&mut c, &a, "readlink /proc/self/ns/pid /proc/self/ns/user").await;
+    let other = sh(&mut c, &b, "readlink /proc/self/ns/pid /proc/self/ns/user").await;
+    assert_eq!(same.stdout, other.stdout);
+    let one = sh(&mut c, &b, "cat /proc/1/environ >/dev/null; echo $?").await;
+    assert_eq!(one.stdout, "1", "{one:?}");
+    c.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn host_users_false_with_bad_mappings_fails_run_pod_sandbox() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let good = || vec![id_map(0, 200000, 65536)];
+    for (uids, gids, words) in [
+        (vec![], good(), "needs uid and gid mappings"),
+        (good(), vec![], "needs uid and gid mappings"),
+        (vec![id_map(0, 200000, 0)], good(), "length must be over 0"),
+        (
+            good(),
+            vec![id_map(1, 200000, 65536)],
+            "container id 0 must be mapped",
+        ),
+        (vec![id_map(0, 0, 65536)], good(), "host id 0"),
+        (
+            vec![id_map(0, 4294967000, 65536)],
+            good(),
+            "past the largest id",
+        ),
+        (
+            vec![id_map(0, 200000, 100), id_map(100, 200050, 10)],
+            good(),
+            "overlaps",
+        ),
+    ] {
+        let pod_cfg = userns_pod(&crustd, "bad", cri::NamespaceMode::Container, uids, gids);
+        let err = c
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_cfg),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err("bad mappings");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains(words) && err.message().contains("userns_options"),
+            "{words:?}: {err:?}"
+        );
+    }
+    // hostUsers: false does not go with the host's network.
+    let mut pod_cfg = userns_pod(
+        &crustd,
+        "bad",
+        cri::NamespaceMode::Container,
+        good(),
+        good(),
+    );
+    pod_sc(&mut pod_cfg)
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = cri::NamespaceMode::Node as i32;
+    let err = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("host network");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let pods = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let left = std::fs::read_dir(crustd.state().join("pods"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "nothing is left of the refused pods");
+}
+
+#[tokio::test]
+async fn host_users_false_volumes_are_idmapped() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let maps = || vec![id_map(0, 200000, 65536)];
+    let pod_cfg = userns_pod(
+        &crustd,
+        "userns-vol",
+        cri::NamespaceMode::Container,
+        maps(),
+        maps(),
+    );
+    let pod = c.run_pod(&pod_cfg).await;
+    // A volume as kubelet makes them: files of host root's.
+    let vol = host_dir(&crustd, "volume");
+    std::fs::write(vol.join("config"), "v1\n").unwrap();
+    let mut config = sleeper("main", Default::default());
+    config.mounts = vec![
+        cri::Mount {
+            uid_mappings: maps(),
+            gid_mappings: maps(),
+            ..bind("/vol", &vol, false)
+        },
+        // The same dir without mappings, for contrast.
+        bind("/plain", &vol, false),
+    ];
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    let owners = sh(
+        &mut c,
+        &id,
+        "stat -c '%u:%g' /vol /vol/config /plain/config",
+    )
+    .await;
+    assert_eq!(
+        words(&owners.stdout),
+        ["0:0", "0:0", "65534:65534"],
+        "{owners:?}"
+    );
+    let w = sh(
+        &mut c,
+        &id,
+        "echo v2 > /vol/config && touch /vol/new && echo ok; echo x > /plain/config",
+    )
+    .await;
+    assert_eq!(w.stdout, "ok", "{w:?}");
+    assert!(w.stderr.contains("Permission denied"), "{w:?}");
+    // Through the idmapped mount the pod's root is the volume's owner.
+    assert_eq!(std::fs::read_to_string(vol.join("config")).unwrap(), "v2\n");
+    assert_eq!(owner(&vol.join("new")), (0, 0));
+    let copies = crustd.state().join("idmapped").join(&id);
+    assert!(copies.exists());
+    c.remove_pod(&pod).await;
+    assert!(
+        !copies.exists(),
+        "the idmapped copies go with the container"
+    );
+    assert_eq!(std::fs::read_to_string(vol.join("config")).unwrap(), "v2\n");
 }

@@ -579,8 +579,13 @@ impl Cri {
         // (youki) applies with mount_setattr; other shims' runtimes are
         // not known to, so only handlers running crust-shim claim it, and
         // only on a kernel that has mount_setattr. User namespaces
-        // (hostUsers: false) are not implemented: false everywhere.
+        // (hostUsers: false): crust makes the pod's user namespace and
+        // idmaps the rootfs itself and the spec joins the namespace by
+        // path; claimed for crust-shim handlers, where that is tested, and
+        // only where the kernel passes crust's probe (user namespaces on,
+        // overlayfs over idmapped layers).
         let rro = crust_spec::recursive_read_only_supported();
+        let userns = rt.pods.user_namespaces().is_ok();
         let handler = |name: &str| {
             let shim = rt
                 .config
@@ -594,7 +599,7 @@ impl Cri {
                 name: name.to_string(),
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: rro && crust_shim,
-                    user_namespaces: false,
+                    user_namespaces: userns && crust_shim,
                 }),
             }
         };

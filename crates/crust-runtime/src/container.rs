@@ -196,9 +196,8 @@ impl Pods {
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs)?;
-        snapshots
-            .mount_rw(&rw, &rootfs)
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        // Idmapped to the pod's user namespace when it has one.
+        crate::userns::mount_rootfs(snapshots, &rw, &rootfs, bundle, sandbox)?;
         let invalid = |e: crust_spec::SpecError| RuntimeError::InvalidArgument(e.to_string());
         let passwd =
             crust_spec::read_in_root(&rootfs, "etc/passwd", PASSWD_LIMIT).map_err(invalid)?;
@@ -212,8 +211,11 @@ impl Pods {
             netns_path: path(&sandbox.netns),
             ipcns_path: path(&sandbox.ipcns),
             utsns_path: path(&sandbox.utsns),
-            pidns_path: (sandbox.pod_init_pid > 0)
-                .then(|| PathBuf::from(format!("/proc/{}/ns/pid", sandbox.pod_init_pid))),
+            pidns_path: path(&sandbox.pidns).or_else(|| {
+                (sandbox.pod_init_pid > 0)
+                    .then(|| PathBuf::from(format!("/proc/{}/ns/pid", sandbox.pod_init_pid)))
+            }),
+            userns_path: path(&sandbox.userns),
             host_pid: pod_config
                 .linux
                 .as_ref()
@@ -234,6 +236,13 @@ impl Pods {
             id: record.id.clone(),
             volumes_dir: bundle.join("volumes"),
             oom_score_adj_min: self.oom_score_adj_min,
+            idmapped_sources: crate::userns::idmapped_mounts(
+                &self.config.state,
+                sandbox,
+                pod_config,
+                config,
+                &record.id,
+            )?,
         };
         let image_facts = crust_spec::ImageFacts {
             config: image,
@@ -260,6 +269,7 @@ impl Pods {
             }
             targets.target_pidns_path = Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid)));
         }
+        crate::lsm::ensure_default_apparmor_profile();
         let spec = crust_spec::container_spec_with(
             config,
             pod_config,
@@ -269,8 +279,12 @@ impl Pods {
             &targets,
         )
         .map_err(invalid)?;
+        let userns = crate::userns::sandbox_mappings(sandbox)?;
         for (_, dir) in crust_spec::image_volumes(config, image, &container) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(&dir)?;
+            if let Some(maps) = &userns {
+                crate::userns::give_to_pod(&dir, maps)?;
+            }
         }
         record.cgroup_path = spec
             .linux()
@@ -294,6 +308,7 @@ impl Pods {
                 tracing::warn!(container_id = %record.id, error = %e, "cannot unmount rootfs")
             }
         }
+        crate::userns::release_idmapped_mounts(&self.config.state, &record.id);
         if let Err(e) = self.images.snapshots().remove_rw(&record.id) {
             tracing::warn!(container_id = %record.id, error = %e, "cannot remove writable layer");
         }

@@ -5,12 +5,14 @@ pub mod cgroup;
 mod container;
 pub mod events;
 mod files;
+mod lsm;
 pub mod namespaces;
 mod network;
 mod pod;
 pub mod pod_init;
 pub mod shim;
 mod stream;
+mod userns;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -69,6 +69,8 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<&cri::PodSandboxMetadata, 
     // Unsafe sysctls fail the pod, not only its containers later.
     crust_spec::check_pod_sysctls(config)
         .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+    // So do bad user namespace mappings (hostUsers: false).
+    crate::userns::mappings(config)?;
     if let Some(mapping) = config
         .port_mappings
         .iter()
@@ -132,6 +134,13 @@ impl Pods {
             ))
         })?;
         let shim_binary = shim::resolve_binary(&handler_config.shim)?;
+        if crate::userns::mappings(&config)?.is_some() {
+            self.user_namespaces().map_err(|reason| {
+                RuntimeError::FailedPrecondition(format!(
+                    "this node cannot run pods with their own user namespace (hostUsers: false): {reason}"
+                ))
+            })?;
+        }
         let lock = self.lock_for(&name);
         let _held = lock.lock().await;
         if let Some(holder) = self
@@ -206,8 +215,22 @@ impl Pods {
             ipc: !host_ipc,
             uts: !host_network,
         };
-        let pinned = namespaces::create(&dir.join("ns"), wanted, &record.hostname)
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let userns = crate::userns::mappings(config)?;
+        let pinned = match &userns {
+            Some(maps) => {
+                crate::userns::open_state_dirs(&self.config.state)?;
+                crate::userns::open_dir_to_pod(dir, maps)?;
+                namespaces::create_in_user_namespace(
+                    &dir.join("ns"),
+                    wanted,
+                    &record.hostname,
+                    &maps.uid_map(),
+                    &maps.gid_map(),
+                )
+            }
+            None => namespaces::create(&dir.join("ns"), wanted, &record.hostname),
+        }
+        .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let path = |p: &Option<PathBuf>| {
             p.as_ref()
                 .map(|p| p.display().to_string())
@@ -216,22 +239,38 @@ impl Pods {
         record.netns = path(&pinned.net);
         record.ipcns = path(&pinned.ipc);
         record.utsns = path(&pinned.uts);
-        files::write(
-            dir,
-            "resolv.conf",
-            &files::resolv_conf(config.dns_config.as_ref())?,
-        )?;
-        files::write(dir, "hosts", &files::hosts(&record.hostname))?;
-        files::write(dir, "hostname", &format!("{}\n", record.hostname))?;
+        record.userns = path(&pinned.user);
+        let files = [
+            files::write(
+                dir,
+                "resolv.conf",
+                &files::resolv_conf(config.dns_config.as_ref())?,
+            )?,
+            files::write(dir, "hosts", &files::hosts(&record.hostname))?,
+            files::write(dir, "hostname", &format!("{}\n", record.hostname))?,
+        ];
+        if let Some(maps) = &userns {
+            // The pod's root may edit them, as root can in any pod.
+            for f in &files {
+                crate::userns::give_to_pod(f, maps)?;
+            }
+        }
         if !host_ipc {
             let shm = dir.join("shm");
             std::fs::create_dir_all(&shm)?;
+            let options = match &userns {
+                Some(maps) => {
+                    let (uid, gid) = maps.host_root();
+                    format!("{SHM_SIZE},uid={uid},gid={gid}")
+                }
+                None => SHM_SIZE.to_string(),
+            };
             mount(
                 Some("shm"),
                 &shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(SHM_SIZE),
+                Some(options.as_str()),
             )
             .map_err(|e| RuntimeError::Internal(format!("mounting the pod's /dev/shm: {e}")))?;
             record.shm = shm.display().to_string();
@@ -250,7 +289,16 @@ impl Pods {
         }
         if pid == cri::NamespaceMode::Pod as i32 {
             let crustd = std::env::current_exe()?;
-            record.pod_init_pid = crate::pod_init::spawn(&crustd, dir).await?;
+            let userns = pinned.user.as_deref();
+            record.pod_init_pid = crate::pod_init::spawn(&crustd, dir, userns).await?;
+            if userns.is_some() {
+                // The init is undumpable: containers join its namespace by
+                // this path, not through /proc/<pid>.
+                record.pidns = namespaces::pin_pid(&dir.join("ns"), record.pod_init_pid)
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                    .display()
+                    .to_string();
+            }
         }
         if let Some(netns) = &pinned.net {
             let network = crate::network::pod_network(&record.id, config, netns);
@@ -307,6 +355,8 @@ impl Pods {
             net: (!record.netns.is_empty()).then(|| record.netns.clone().into()),
             ipc: (!record.ipcns.is_empty()).then(|| record.ipcns.clone().into()),
             uts: (!record.utsns.is_empty()).then(|| record.utsns.clone().into()),
+            pid: (!record.pidns.is_empty()).then(|| record.pidns.clone().into()),
+            user: (!record.userns.is_empty()).then(|| record.userns.clone().into()),
         };
         if let Err(e) = namespaces::remove(&pinned) {
             tracing::warn!(pod_id = %record.id, error = %e, "cannot unpin namespaces");
@@ -412,6 +462,12 @@ impl Pods {
                         network,
                         pid,
                         ipc,
+                        userns_options: config
+                            .linux
+                            .as_ref()
+                            .and_then(|l| l.security_context.as_ref())
+                            .and_then(|s| s.namespace_options.as_ref())
+                            .and_then(|o| o.userns_options.clone()),
                         ..Default::default()
                     }),
                 }),
@@ -429,6 +485,8 @@ impl Pods {
                 "netNamespacePath": record.netns,
                 "ipcNamespacePath": record.ipcns,
                 "utsNamespacePath": record.utsns,
+                "userNamespacePath": record.userns,
+                "pidNamespacePath": record.pidns,
                 "runtimeHandler": record.runtime_handler,
                 "cgroupParent": record.cgroup_parent,
                 "config": record.config,

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -327,82 +327,29 @@ impl Snapshotter {
     /// layers under /var/lib/crust), else the new mount API with one
     /// `lowerdir+` per layer (Linux 6.8+).
     pub fn mount_rw(&self, snapshot: &RwSnapshot, target: &Path) -> Result<(), SnapshotError> {
-        if snapshot.lowers.is_empty() || snapshot.lowers.len() > MAX_LOWERS {
-            return Err(SnapshotError::TooManyLayers(snapshot.lowers.len()));
+        mount_overlay(&snapshot.lowers, snapshot, target)
+    }
+
+    /// [`Snapshotter::mount_rw`] with other mounts of the snapshot's lower
+    /// layers, in the same order: detached mounts (open_tree(2) fds, e.g.
+    /// idmapped copies of [`RwSnapshot::lowers`]) that overlayfs takes by
+    /// their `/proc/self/fd` path and clones privately, so nothing is left
+    /// attached anywhere once this returns (Linux 6.15+ takes detached
+    /// layers).
+    pub fn mount_rw_with_lowers(
+        &self,
+        snapshot: &RwSnapshot,
+        lowers: &[BorrowedFd<'_>],
+        target: &Path,
+    ) -> Result<(), SnapshotError> {
+        if lowers.len() != snapshot.lowers.len() {
+            return Err(SnapshotError::TooManyLayers(lowers.len()));
         }
-        let all = snapshot
-            .lowers
+        let paths: Vec<PathBuf> = lowers
             .iter()
-            .chain([&snapshot.upper, &snapshot.work]);
-        for p in all.clone() {
-            if p.as_os_str()
-                .as_bytes()
-                .iter()
-                .any(|b| matches!(b, b',' | b':' | b'\\' | 0))
-            {
-                return Err(SnapshotError::UnsafeMountPath(p.clone()));
-            }
-        }
-        let lower = snapshot
-            .lowers
-            .iter()
-            .map(|p| p.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(":");
-        // index=off: the index ties an upper to one set of lowers and would
-        // fail remounts after a layer is re-unpacked; containerd does the same.
-        let options = format!(
-            "lowerdir={lower},upperdir={},workdir={},index=off",
-            snapshot.upper.display(),
-            snapshot.work.display()
-        );
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .unwrap_or(4096) as usize;
-        let merr = |options: String| {
-            move |source: io::Error| SnapshotError::Mount {
-                target: target.to_path_buf(),
-                options,
-                source,
-            }
-        };
-        if options.len() < page {
-            return mount(
-                Some("overlay"),
-                target,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(options.as_str()),
-            )
-            .map_err(|e| merr(options.clone())(e.into()));
-        }
-        let summary = format!(
-            "{} lowerdir+ entries, upperdir={}, workdir={}, index=off",
-            snapshot.lowers.len(),
-            snapshot.upper.display(),
-            snapshot.work.display()
-        );
-        let cs = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("checked for NUL above");
-        let ctx = sys::FsContext::open(c"overlay").map_err(merr(summary.clone()))?;
-        let configure = || -> io::Result<()> {
-            ctx.set_string(c"source", c"overlay")?;
-            for l in &snapshot.lowers {
-                ctx.set_string(c"lowerdir+", &cs(l))?;
-            }
-            ctx.set_string(c"upperdir", &cs(&snapshot.upper))?;
-            ctx.set_string(c"workdir", &cs(&snapshot.work))?;
-            ctx.set_string(c"index", c"off")
-        };
-        configure().map_err(|e| {
-            let hint = if e.raw_os_error() == Some(libc::EINVAL) {
-                " (lowerdir+ needs Linux 6.8 or later)"
-            } else {
-                ""
-            };
-            merr(format!("{summary}{hint}"))(e)
-        })?;
-        ctx.mount_at(&cs(target)).map_err(merr(summary))
+            .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+            .collect();
+        mount_overlay(&paths, snapshot, target)
     }
 
     /// Removes `root/rw/<key>`; a missing one is fine. Refuses while an
@@ -468,6 +415,87 @@ impl PendingLayer {
         }
         fsync_dir(&self.layers)
     }
+}
+
+/// Mounts overlayfs at `target` over `lowers` (top-most first) and the
+/// snapshot's upper and work dirs.
+fn mount_overlay(
+    lowers: &[PathBuf],
+    snapshot: &RwSnapshot,
+    target: &Path,
+) -> Result<(), SnapshotError> {
+    if lowers.is_empty() || lowers.len() > MAX_LOWERS {
+        return Err(SnapshotError::TooManyLayers(lowers.len()));
+    }
+    let all = lowers.iter().chain([&snapshot.upper, &snapshot.work]);
+    for p in all.clone() {
+        if p.as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\' | 0))
+        {
+            return Err(SnapshotError::UnsafeMountPath(p.clone()));
+        }
+    }
+    let lower = lowers
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(":");
+    // index=off: the index ties an upper to one set of lowers and would
+    // fail remounts after a layer is re-unpacked; containerd does the same.
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={},index=off",
+        snapshot.upper.display(),
+        snapshot.work.display()
+    );
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as usize;
+    let merr = |options: String| {
+        move |source: io::Error| SnapshotError::Mount {
+            target: target.to_path_buf(),
+            options,
+            source,
+        }
+    };
+    if options.len() < page {
+        return mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| merr(options.clone())(e.into()));
+    }
+    let summary = format!(
+        "{} lowerdir+ entries, upperdir={}, workdir={}, index=off",
+        lowers.len(),
+        snapshot.upper.display(),
+        snapshot.work.display()
+    );
+    let cs = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("checked for NUL above");
+    let ctx = sys::FsContext::open(c"overlay").map_err(merr(summary.clone()))?;
+    let configure = || -> io::Result<()> {
+        ctx.set_string(c"source", c"overlay")?;
+        for l in lowers {
+            ctx.set_string(c"lowerdir+", &cs(l))?;
+        }
+        ctx.set_string(c"upperdir", &cs(&snapshot.upper))?;
+        ctx.set_string(c"workdir", &cs(&snapshot.work))?;
+        ctx.set_string(c"index", c"off")
+    };
+    configure().map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EINVAL) {
+            " (lowerdir+ needs Linux 6.8 or later)"
+        } else {
+            ""
+        };
+        merr(format!("{summary}{hint}"))(e)
+    })?;
+    ctx.mount_at(&cs(target)).map_err(merr(summary))
 }
 
 /// Mountinfo's octal escapes for space, tab, newline and backslash.

@@ -1,15 +1,18 @@
 //! CRI ContainerConfig + PodSandboxConfig + image config -> OCI runtime spec.
 //!
 //! The translation follows containerd's CRI plugin unless noted. It is pure
-//! apart from six small, documented host reads: a Localhost seccomp
+//! apart from eight small, documented host reads: a Localhost seccomp
 //! profile (read and validated at create time), `stat` of CRI device host
 //! paths (and of /dev for privileged containers), `uname` for seccomp
 //! `minKernel` rules, crustd's own capability bounding set (read once: no
 //! container is given a capability crust itself lacks), a mount_setattr
 //! probe ([`recursive_read_only_supported`], once: a recursive read-only
 //! mount fails CreateContainer on a kernel that cannot do it rather than
-//! start weaker), and [`read_in_root`], which the caller uses to fetch the
-//! image's /etc/passwd and /etc/group.
+//! start weaker), which security modules the host has
+//! ([`SecurityModules::host`], once) and which AppArmor profiles it has
+//! loaded ([`apparmor_profile_loaded`], at create time, only on an
+//! AppArmor host), and [`read_in_root`], which the caller uses to fetch
+//! the image's /etc/passwd and /etc/group.
 //!
 //! Deliberate differences from containerd:
 //! - no seccomp profile anywhere means RuntimeDefault (as CRI-O), not
@@ -19,11 +22,13 @@
 //! - `run_as_group` without a user keeps the image's user (as CRI-O);
 //! - annotations with runtime-interpreted prefixes (`org.systemd.property.`,
 //!   `run.oci.`, `io.kubernetes.cri.`, ...) are dropped, and requests the
-//!   translation cannot honour yet (user namespaces, idmapped or image
-//!   mounts, CDI devices, a TARGET pid namespace the caller did not resolve)
-//!   are refused rather than ignored.
+//!   translation cannot honour yet (idmapped CRI mounts other than with the
+//!   pod's own user namespace mappings, image mounts, CDI devices, a TARGET
+//!   pid namespace the caller did not resolve) are refused rather than
+//!   ignored.
 
 mod error;
+mod lsm;
 mod mounts;
 mod process;
 mod resources;
@@ -31,6 +36,7 @@ mod rootfs;
 mod seccomp;
 mod security;
 mod user;
+mod userns;
 
 use std::path::PathBuf;
 
@@ -40,12 +46,14 @@ use oci_spec::runtime::{
 };
 
 pub use error::SpecError;
+pub use lsm::{APPARMOR_DEFAULT_PROFILE, SecurityModules, apparmor_profile_loaded};
 pub use mounts::{image_volumes, recursive_read_only_supported};
 pub use oci_spec::runtime::{LinuxDevice, Spec};
 pub use resources::device_from_host;
 pub use rootfs::read_in_root;
 pub use security::check_pod_sysctls;
 pub use user::parse_uid;
+pub use userns::{IdMap, UserNamespaceMappings, idmapped_mounts, pod_user_namespace};
 
 /// The OCI version crust writes.
 const OCI_VERSION: &str = "1.2.0";
@@ -72,6 +80,11 @@ pub struct SandboxFacts {
     /// not `host_pid` = a new PID namespace per container.
     pub pidns_path: Option<PathBuf>,
     pub host_pid: bool,
+    /// The pod's user namespace (pinned) when its config asks for one
+    /// (hostUsers: false, see [`pod_user_namespace`]); the pod's other
+    /// namespaces are then owned by it, and the caller has idmapped the
+    /// rootfs to it.
+    pub userns_path: Option<PathBuf>,
     /// Files crustd wrote for the pod, bind-mounted at /etc/...
     pub resolv_conf: Option<PathBuf>,
     pub hosts: Option<PathBuf>,
@@ -92,6 +105,10 @@ pub struct ContainerFacts {
     /// The lowest oom_score_adj this host lets crustd set (its own
     /// /proc/self/oom_score_adj); lower requests are raised to it.
     pub oom_score_adj_min: i64,
+    /// Idmapped copies of the host paths of CRI mounts with uid/gid
+    /// mappings, by the mount's container path (see [`idmapped_mounts`]):
+    /// the runtime makes them, the spec bind-mounts them instead.
+    pub idmapped_sources: std::collections::HashMap<String, PathBuf>,
 }
 
 /// Namespaces of *other* containers a container asks to join, resolved by
@@ -207,10 +224,31 @@ pub fn container_spec_with(
             "CDI devices are not implemented yet",
         ));
     }
-    security_modules_note(scv);
+    let userns = userns::sandbox_user_namespace(pod, sandbox)?;
+    userns::check_container(sc, userns.as_ref())?;
+    if privileged && userns.is_some() {
+        return Err(SpecError::invalid(
+            "privileged",
+            "true",
+            "a container in a pod with its own user namespace cannot be privileged",
+        ));
+    }
+    // Idmapped mounts must use the pod's mappings (checked again here; the
+    // runtime made their sources from the same answer).
+    userns::idmapped_mounts(config, pod)?;
+    let labels = lsm::labels(
+        scv,
+        pod_sc,
+        privileged,
+        SecurityModules::host(),
+        &apparmor_profile_loaded,
+    )?;
 
     // Process.
     let user = user::resolve_user(sc, image)?;
+    if let Some(maps) = &userns {
+        userns::check_process_ids(maps, user.uid, user.gid, &user.additional_gids)?;
+    }
     let caps = security::capabilities_within(sc, privileged, security::host_capabilities())?;
     let res = resources::resources(
         config.linux.as_ref().and_then(|l| l.resources.as_ref()),
@@ -242,6 +280,8 @@ pub fn container_spec_with(
     // capabilities when the field is present, which fails without NNP.
     process.set_no_new_privileges(scv.no_new_privs.then_some(true));
     process.set_oom_score_adj(res.oom_score_adj);
+    process.set_apparmor_profile(labels.apparmor_profile);
+    process.set_selinux_label(labels.selinux_label);
 
     // Root and mounts.
     let mut root: Root = empty(serde_json::json!({"path": "rootfs"}));
@@ -296,7 +336,6 @@ pub fn container_spec_with(
     let mut linux: oci_spec::runtime::Linux = empty(serde_json::json!({}));
     linux.set_namespaces(Some(security::namespaces(
         sc,
-        pod,
         sandbox,
         privileged,
         targets.target_pidns_path.as_deref(),
@@ -311,6 +350,14 @@ pub fn container_spec_with(
     linux.set_masked_paths((!masked.is_empty()).then_some(masked));
     linux.set_readonly_paths((!readonly.is_empty()).then_some(readonly));
     linux.set_sysctl((!sysctl.is_empty()).then_some(sysctl));
+    linux.set_mount_label(labels.mount_label);
+    if let Some(maps) = &userns {
+        // The namespace is joined by path (see security::namespaces); the
+        // mappings are informational for youki, and runtimes that check
+        // them (runc) find them equal to the namespace's.
+        linux.set_uid_mappings(Some(maps.oci_uids()?));
+        linux.set_gid_mappings(Some(maps.oci_gids()?));
+    }
 
     let mut spec: Spec = empty(serde_json::json!({ "ociVersion": OCI_VERSION }));
     spec.set_root(Some(root));
@@ -325,28 +372,6 @@ pub fn container_spec_with(
     spec.set_annotations(Some(security::annotations(config, pod, sandbox)));
     spec.set_linux(Some(linux));
     Ok(spec)
-}
-
-/// crust applies neither AppArmor nor SELinux yet (issue 7); say so rather
-/// than drop a request silently.
-#[allow(deprecated)]
-fn security_modules_note(sc: &LinuxContainerSecurityContext) {
-    use k8s_cri::v1::security_profile::ProfileType;
-    let localhost = sc
-        .apparmor
-        .as_ref()
-        .is_some_and(|p| p.profile_type == ProfileType::Localhost as i32)
-        || sc.apparmor_profile.starts_with("localhost/");
-    if localhost {
-        tracing::info!(
-            "AppArmor Localhost profile requested but crust does not apply AppArmor yet; ignored"
-        );
-    } else if sc.apparmor.is_some() || !sc.apparmor_profile.is_empty() {
-        tracing::debug!("AppArmor profile ignored: crust does not apply AppArmor yet");
-    }
-    if sc.selinux_options.is_some() {
-        tracing::info!("SELinux options requested but crust does not apply SELinux yet; ignored");
-    }
 }
 
 #[cfg(test)]

@@ -207,7 +207,11 @@ fn default_mounts(privileged: bool, private_shm: bool) -> Result<Vec<Mount>, Spe
     Ok(m)
 }
 
-fn cri_binds(config: &ContainerConfig, privileged: bool) -> Result<Vec<Bind>, SpecError> {
+fn cri_binds(
+    config: &ContainerConfig,
+    container: &ContainerFacts,
+    privileged: bool,
+) -> Result<Vec<Bind>, SpecError> {
     let mut out = Vec::with_capacity(config.mounts.len());
     for m in &config.mounts {
         let field = format!("mounts[{}]", m.container_path);
@@ -235,13 +239,24 @@ fn cri_binds(config: &ContainerConfig, privileged: bool) -> Result<Vec<Bind>, Sp
                 "must be an absolute path",
             ));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            return Err(SpecError::unsupported(
-                format!("{field} uid_mappings/gid_mappings"),
-                format!("{:?} {:?}", m.uid_mappings, m.gid_mappings),
-                "idmapped mounts are not implemented yet",
-            ));
-        }
+        // Idmapped (kubelet asks for it on every volume of a pod with its
+        // own user namespace): the runtime made an idmapped copy of the
+        // host path (crate::userns::idmapped_mounts says which).
+        let source = if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            container
+                .idmapped_sources
+                .get(&dst)
+                .cloned()
+                .ok_or_else(|| {
+                    SpecError::unsupported(
+                        format!("{field} uid_mappings/gid_mappings"),
+                        format!("{:?} {:?}", m.uid_mappings, m.gid_mappings),
+                        "the runtime did not make an idmapped mount for it",
+                    )
+                })?
+        } else {
+            PathBuf::from(&m.host_path)
+        };
         if let Some(img) = &m.image {
             return Err(SpecError::unsupported(
                 format!("{field} image"),
@@ -282,11 +297,20 @@ fn cri_binds(config: &ContainerConfig, privileged: bool) -> Result<Vec<Bind>, Sp
             }
         }
         if m.selinux_relabel {
-            tracing::debug!(mount = %dst, "selinux_relabel ignored: crust runs without SELinux");
+            if crate::SecurityModules::host().selinux {
+                // Never silently: the container would run with a volume
+                // its label cannot read.
+                return Err(SpecError::unsupported(
+                    format!("{field} selinux_relabel"),
+                    "true",
+                    "crust does not relabel volumes for SELinux yet",
+                ));
+            }
+            tracing::debug!(mount = %dst, "selinux_relabel ignored: this host has no SELinux");
         }
         out.push(Bind {
             dst,
-            src: PathBuf::from(&m.host_path),
+            src: source,
             readonly: m.readonly,
             recursive_ro: m.recursive_read_only,
             propagation,
@@ -313,7 +337,7 @@ pub(crate) fn mounts(
     privileged: bool,
     readonly_rootfs: bool,
 ) -> Result<MountPlan, SpecError> {
-    let mut binds = cri_binds(config, privileged)?;
+    let mut binds = cri_binds(config, container, privileged)?;
     let mut taken: HashSet<String> = binds.iter().map(|b| b.dst.clone()).collect();
 
     // The pod's files; a CRI mount at the same path wins (as containerd).
@@ -419,6 +443,7 @@ pub(crate) mod tests {
             utsns_path: Some("/run/crust/ns/uts".into()),
             pidns_path: None,
             host_pid: false,
+            userns_path: None,
             resolv_conf: Some("/var/lib/crust/pods/p/resolv.conf".into()),
             hosts: Some("/var/lib/crust/pods/p/hosts".into()),
             hostname_file: Some("/var/lib/crust/pods/p/hostname".into()),
@@ -433,6 +458,7 @@ pub(crate) mod tests {
             id: "c".repeat(64),
             volumes_dir: "/var/lib/crust/containers/c/volumes".into(),
             oom_score_adj_min: -1000,
+            idmapped_sources: Default::default(),
         }
     }
 

@@ -403,33 +403,19 @@ fn mode(field: &str, v: i32) -> Result<NamespaceMode, SpecError> {
 /// request without it is refused.
 pub(crate) fn namespaces(
     sc: Option<&LinuxContainerSecurityContext>,
-    pod: &PodSandboxConfig,
     sandbox: &SandboxFacts,
     privileged: bool,
     target_pidns: Option<&std::path::Path>,
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
     let opts: Option<&NamespaceOption> = sc.and_then(|s| s.namespace_options.as_ref());
-    let pod_opts = pod
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref());
-    for (who, o) in [("container", opts), ("pod", pod_opts)] {
-        if let Some(u) = o.and_then(|o| o.userns_options.as_ref())
-            && mode("userns_options mode", u.mode)? != NamespaceMode::Node
-        {
-            return Err(SpecError::unsupported(
-                format!("{who} namespace_options.userns_options"),
-                format!(
-                    "{:?}",
-                    NamespaceMode::try_from(u.mode).unwrap_or(NamespaceMode::Pod)
-                ),
-                "user namespaces (hostUsers: false) are not implemented yet",
-            ));
-        }
+    // The pod's user namespace first (runtimes join it before the others,
+    // which it owns); user namespace requests are checked by the caller
+    // (crate::userns).
+    let mut out = Vec::new();
+    if let Some(p) = &sandbox.userns_path {
+        out.push(ns(LinuxNamespaceType::User, Some(p))?);
     }
-
-    let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    out.push(ns(LinuxNamespaceType::Mount, None)?);
     if let Some(o) = opts {
         for (field, v, host) in [
             (
@@ -589,7 +575,7 @@ pub(crate) fn check_container_id(c: &ContainerFacts) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{Capability as CriCaps, LinuxPodSandboxConfig, UserNamespace};
+    use k8s_cri::v1::{Capability as CriCaps, LinuxPodSandboxConfig};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -837,10 +823,9 @@ mod tests {
     #[test]
     fn namespace_layouts() {
         use LinuxNamespaceType as T;
-        let pod = PodSandboxConfig::default();
         let sb = sandbox();
         assert_eq!(
-            types(&namespaces(None, &pod, &sb, false, None).unwrap()),
+            types(&namespaces(None, &sb, false, None).unwrap()),
             [
                 (T::Mount, None),
                 (T::Network, Some("/run/crust/ns/net".into())),
@@ -853,7 +838,7 @@ mod tests {
         // Shared pod PID namespace; privileged: no cgroup ns.
         let mut shared = sandbox();
         shared.pidns_path = Some("/proc/42/ns/pid".into());
-        let got = types(&namespaces(None, &pod, &shared, true, None).unwrap());
+        let got = types(&namespaces(None, &shared, true, None).unwrap());
         assert!(got.contains(&(T::Pid, Some("/proc/42/ns/pid".into()))));
         assert!(!got.iter().any(|(t, _)| *t == T::Cgroup));
         // A container may still ask for its own PID namespace.
@@ -863,8 +848,7 @@ mod tests {
             NamespaceMode::Pod,
         );
         assert!(
-            types(&namespaces(Some(&sc), &pod, &shared, false, None).unwrap())
-                .contains(&(T::Pid, None))
+            types(&namespaces(Some(&sc), &shared, false, None).unwrap()).contains(&(T::Pid, None))
         );
         // Host everything.
         let host = SandboxFacts {
@@ -880,14 +864,13 @@ mod tests {
             NamespaceMode::Node,
         );
         assert_eq!(
-            types(&namespaces(Some(&sc), &pod, &host, false, None).unwrap()),
+            types(&namespaces(Some(&sc), &host, false, None).unwrap()),
             [(T::Mount, None), (T::Cgroup, None)]
         );
     }
 
     #[test]
     fn container_cannot_escalate_to_host_namespaces() {
-        let pod = PodSandboxConfig::default();
         for sc in [
             nsopts(NamespaceMode::Node, NamespaceMode::Pod, NamespaceMode::Pod),
             nsopts(NamespaceMode::Pod, NamespaceMode::Node, NamespaceMode::Pod),
@@ -904,25 +887,37 @@ mod tests {
             ),
         ] {
             assert!(
-                namespaces(Some(&sc), &pod, &sandbox(), false, None).is_err(),
+                namespaces(Some(&sc), &sandbox(), false, None).is_err(),
                 "{sc:?}"
             );
         }
-        let mut sc = nsopts(NamespaceMode::Pod, NamespaceMode::Pod, NamespaceMode::Pod);
-        sc.namespace_options.as_mut().unwrap().userns_options = Some(UserNamespace {
-            mode: NamespaceMode::Pod as i32,
-            ..Default::default()
-        });
-        let e = namespaces(Some(&sc), &pod, &sandbox(), false, None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("userns"), "{e}");
+    }
+
+    #[test]
+    fn the_pods_user_namespace_comes_first() {
+        use LinuxNamespaceType as T;
+        let sb = SandboxFacts {
+            userns_path: Some("/run/crust/ns/user".into()),
+            pidns_path: Some("/run/crust/ns/pid".into()),
+            ..sandbox()
+        };
+        assert_eq!(
+            types(&namespaces(None, &sb, false, None).unwrap()),
+            [
+                (T::User, Some("/run/crust/ns/user".into())),
+                (T::Mount, None),
+                (T::Network, Some("/run/crust/ns/net".into())),
+                (T::Ipc, Some("/run/crust/ns/ipc".into())),
+                (T::Uts, Some("/run/crust/ns/uts".into())),
+                (T::Pid, Some("/run/crust/ns/pid".into())),
+                (T::Cgroup, None),
+            ]
+        );
     }
 
     #[test]
     fn target_pid_namespace_joins_the_resolved_path() {
         use LinuxNamespaceType as T;
-        let pod = PodSandboxConfig::default();
         let mut sc = nsopts(
             NamespaceMode::Pod,
             NamespaceMode::Target,
@@ -930,25 +925,25 @@ mod tests {
         );
         sc.namespace_options.as_mut().unwrap().target_id = "abc123".into();
         let target = std::path::Path::new("/proc/4242/ns/pid");
-        let got = types(&namespaces(Some(&sc), &pod, &sandbox(), false, Some(target)).unwrap());
+        let got = types(&namespaces(Some(&sc), &sandbox(), false, Some(target)).unwrap());
         assert!(
             got.contains(&(T::Pid, Some("/proc/4242/ns/pid".into()))),
             "{got:?}"
         );
         assert_eq!(got.iter().filter(|(t, _)| *t == T::Pid).count(), 1);
         // Unresolved: refused, naming the target.
-        let e = namespaces(Some(&sc), &pod, &sandbox(), false, None)
+        let e = namespaces(Some(&sc), &sandbox(), false, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("TARGET abc123"), "{e}");
         // No target id: refused even with a path.
         sc.namespace_options.as_mut().unwrap().target_id.clear();
-        let e = namespaces(Some(&sc), &pod, &sandbox(), false, Some(target))
+        let e = namespaces(Some(&sc), &sandbox(), false, Some(target))
             .unwrap_err()
             .to_string();
         assert!(e.contains("target_id"), "{e}");
         // A resolved path never applies to a container that did not ask.
-        let got = types(&namespaces(None, &pod, &sandbox(), false, Some(target)).unwrap());
+        let got = types(&namespaces(None, &sandbox(), false, Some(target)).unwrap());
         assert!(got.contains(&(T::Pid, None)), "{got:?}");
     }
 
@@ -987,6 +982,7 @@ mod tests {
             id: "ab12".into(),
             volumes_dir: "/v".into(),
             oom_score_adj_min: 0,
+            idmapped_sources: Default::default(),
         };
         assert!(check_container_id(&c).is_ok());
         for bad in ["", "../x", "a/b", "a:b"] {

@@ -87,6 +87,7 @@ fn sandbox() -> SandboxFacts {
         utsns_path: Some("/run/crust/utsns/a".into()),
         pidns_path: None,
         host_pid: false,
+        userns_path: None,
         resolv_conf: Some("/var/lib/crust/sandboxes/a/resolv.conf".into()),
         hosts: Some("/var/lib/crust/sandboxes/a/hosts".into()),
         hostname_file: Some("/var/lib/crust/sandboxes/a/hostname".into()),
@@ -101,6 +102,7 @@ fn container() -> ContainerFacts {
         id: "c".repeat(64),
         volumes_dir: "/var/lib/crust/containers/c/volumes".into(),
         oom_score_adj_min: -500,
+        idmapped_sources: Default::default(),
     }
 }
 
@@ -601,4 +603,195 @@ fn recursive_read_only_mounts_follow_the_kernel() {
             assert!(e.to_string().contains("recursive_read_only"), "{e}");
         }
     }
+}
+
+fn userns_pod(uids: &[(u32, u32, u32)], gids: &[(u32, u32, u32)]) -> PodSandboxConfig {
+    let maps = |v: &[(u32, u32, u32)]| {
+        v.iter()
+            .map(|&(container_id, host_id, length)| k8s_cri::v1::IdMapping {
+                container_id,
+                host_id,
+                length,
+            })
+            .collect()
+    };
+    let mut p = pod();
+    p.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(k8s_cri::v1::NamespaceOption {
+            userns_options: Some(k8s_cri::v1::UserNamespace {
+                mode: k8s_cri::v1::NamespaceMode::Pod as i32,
+                uids: maps(uids),
+                gids: maps(gids),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    p
+}
+
+#[test]
+fn containers_join_the_pods_user_namespace() {
+    let with_userns = userns_pod(&[(0, 200000, 65536)], &[(0, 300000, 65536)]);
+    let sb = SandboxFacts {
+        userns_path: Some("/run/crust/pods/a/ns/user".into()),
+        ..sandbox()
+    };
+    let spec = build(&config(), &with_userns, &sb).unwrap();
+    let l = spec.linux().as_ref().unwrap();
+    let first = &l.namespaces().as_ref().unwrap()[0];
+    assert_eq!(first.typ(), LinuxNamespaceType::User);
+    assert_eq!(
+        first.path().as_deref(),
+        Some(Path::new("/run/crust/pods/a/ns/user"))
+    );
+    let m = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        v.as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.container_id(), m.host_id(), m.size()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(m(l.uid_mappings()), [(0, 200000, 65536)]);
+    assert_eq!(m(l.gid_mappings()), [(0, 300000, 65536)]);
+    // The process keeps its in-namespace ids.
+    let u = spec.process().as_ref().unwrap().user();
+    assert_eq!((u.uid(), u.gid()), (1000, 1000));
+
+    // Without a user namespace: no user entry, no mappings.
+    let spec = build(&config(), &pod(), &sandbox()).unwrap();
+    let l = spec.linux().as_ref().unwrap();
+    assert!(
+        !l.namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User)
+    );
+    assert!(l.uid_mappings().is_none() && l.gid_mappings().is_none());
+}
+
+#[test]
+fn user_namespace_requests_that_cannot_be_honoured_fail() {
+    let with_userns = userns_pod(&[(0, 200000, 65536)], &[(0, 200000, 65536)]);
+    let sb = SandboxFacts {
+        userns_path: Some("/run/crust/pods/a/ns/user".into()),
+        ..sandbox()
+    };
+    // The runtime made no namespace for a pod that asks for one, or one
+    // for a pod that does not.
+    let e = build(&config(), &with_userns, &sandbox())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("userns_options"), "{e}");
+    let e = build(&config(), &pod(), &sb).unwrap_err().to_string();
+    assert!(e.contains("userns_options"), "{e}");
+    // Ids outside the mapping.
+    let mut c = config();
+    sc_mut(&mut c).run_as_user = Some(Int64Value { value: 70000 });
+    let e = build(&c, &with_userns, &sb).unwrap_err().to_string();
+    assert!(e.contains("70000") && e.contains("not mapped"), "{e}");
+    let mut c = config();
+    sc_mut(&mut c).supplemental_groups = vec![65536];
+    let e = build(&c, &with_userns, &sb).unwrap_err().to_string();
+    assert!(e.contains("65536") && e.contains("not mapped"), "{e}");
+    // A container asking for another mapping than its pod's.
+    let mut c = config();
+    sc_mut(&mut c).namespace_options = Some(k8s_cri::v1::NamespaceOption {
+        userns_options: Some(k8s_cri::v1::UserNamespace {
+            mode: k8s_cri::v1::NamespaceMode::Pod as i32,
+            uids: vec![k8s_cri::v1::IdMapping {
+                container_id: 0,
+                host_id: 100000,
+                length: 65536,
+            }],
+            gids: vec![k8s_cri::v1::IdMapping {
+                container_id: 0,
+                host_id: 100000,
+                length: 65536,
+            }],
+        }),
+        ..Default::default()
+    });
+    let e = build(&c, &with_userns, &sb).unwrap_err().to_string();
+    assert!(e.contains("differs from the pod's"), "{e}");
+}
+
+#[test]
+fn idmapped_cri_mounts_use_the_runtimes_idmapped_copy() {
+    let with_userns = userns_pod(&[(0, 200000, 65536)], &[(0, 200000, 65536)]);
+    let sb = SandboxFacts {
+        userns_path: Some("/run/crust/pods/a/ns/user".into()),
+        ..sandbox()
+    };
+    let pod_maps = || {
+        vec![k8s_cri::v1::IdMapping {
+            container_id: 0,
+            host_id: 200000,
+            length: 65536,
+        }]
+    };
+    let mut c = config();
+    c.mounts = vec![
+        k8s_cri::v1::Mount {
+            container_path: "/data/./x/".into(),
+            host_path: "/var/lib/kubelet/pods/p/volumes/v".into(),
+            uid_mappings: pod_maps(),
+            gid_mappings: pod_maps(),
+            ..Default::default()
+        },
+        k8s_cri::v1::Mount {
+            container_path: "/plain".into(),
+            host_path: "/srv/plain".into(),
+            ..Default::default()
+        },
+    ];
+    assert_eq!(
+        idmapped_mounts(&c, &with_userns).unwrap(),
+        [(
+            "/data/x".to_string(),
+            std::path::PathBuf::from("/var/lib/kubelet/pods/p/volumes/v")
+        )]
+    );
+    // Without the runtime's copy: refused, never bound un-mapped.
+    let img = image();
+    let facts = ImageFacts {
+        config: &img,
+        passwd: Some(PASSWD),
+        group: Some(GROUP),
+    };
+    let e = container_spec(&c, &with_userns, &facts, &sb, &container())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/data/./x/") && e.contains("idmapped"), "{e}");
+    let with_copy = ContainerFacts {
+        idmapped_sources: [(
+            "/data/x".to_string(),
+            std::path::PathBuf::from("/run/crust/idmapped/c/0"),
+        )]
+        .into(),
+        ..container()
+    };
+    let spec = container_spec(&c, &with_userns, &facts, &sb, &with_copy).unwrap();
+    let src = |dst: &str| {
+        spec.mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new(dst))
+            .and_then(|m| m.source().clone())
+    };
+    assert_eq!(src("/data/x"), Some("/run/crust/idmapped/c/0".into()));
+    assert_eq!(src("/plain"), Some("/srv/plain".into()));
+
+    // Other mappings than the pod's, or no pod user namespace: refused.
+    let mut other = c.clone();
+    other.mounts[0].uid_mappings[0].host_id = 100000;
+    let e = idmapped_mounts(&other, &with_userns)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pod's own"), "{e}");
+    let e = idmapped_mounts(&c, &pod()).unwrap_err().to_string();
+    assert!(e.contains("hostUsers"), "{e}");
+    assert!(idmapped_mounts(&config(), &pod()).unwrap().is_empty());
 }

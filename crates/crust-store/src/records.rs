@@ -81,6 +81,12 @@ pub struct SandboxRecord {
     pub netns: String,
     pub ipcns: String,
     pub utsns: String,
+    /// The pod's own user namespace (hostUsers: false), pinned; empty
+    /// means the host's.
+    pub userns: String,
+    /// The pod's shared PID namespace, pinned (set for pods with their own
+    /// user namespace; others use /proc/<pod_init_pid>/ns/pid).
+    pub pidns: String,
     /// The pod's /dev/shm (a tmpfs under state_dir); empty with host IPC.
     pub shm: String,
     pub hostname: String,

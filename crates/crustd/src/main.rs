@@ -42,6 +42,9 @@ enum Command {
         /// The pod's state dir, so the process is easy to attribute.
         #[arg(long)]
         pod: Option<String>,
+        /// The pod's user namespace (pinned), for pods with hostUsers: false.
+        #[arg(long)]
+        userns: Option<PathBuf>,
     },
     /// Inspect configuration.
     Config {
@@ -70,8 +73,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::PodInit { .. }) = cli.command {
-        return Ok(crust_runtime::pod_init::run()?);
+    if let Some(Command::PodInit { userns, .. }) = &cli.command {
+        return Ok(crust_runtime::pod_init::run(userns.as_deref())?);
     }
     if let Some(Command::Config {
         action: ConfigAction::Default,

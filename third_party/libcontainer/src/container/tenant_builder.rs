@@ -32,7 +32,10 @@ use crate::user_ns::UserNamespaceConfig;
 use crate::validator::Validator;
 use crate::{tty, utils};
 
-const NAMESPACE_TYPES: &[&str] = &["ipc", "uts", "net", "pid", "mnt", "cgroup", "time"];
+// crust patch: "user" added. Upstream left it out, so an exec process in a
+// container with its own user namespace joined every other namespace of the
+// container but stayed in the host's user namespace, as host root.
+const NAMESPACE_TYPES: &[&str] = &["user", "ipc", "uts", "net", "pid", "mnt", "cgroup", "time"];
 const TENANT_NOTIFY: &str = "tenant-notify-";
 const TENANT_TTY: &str = "tenant-tty-";
 
@@ -862,6 +865,25 @@ mod tests {
             "test".to_string(),
             SyscallType::default(),
         ))
+    }
+
+    // crust patch: exec processes join the container's user namespace.
+    #[test]
+    fn ns_user_is_joined_when_declared() -> Result<(), LibcontainerError> {
+        use LinuxNamespaceType::*;
+        let mut init = init_ns();
+        let (key, user) = ns_entry("user", "/proc/1/ns/user");
+        init.insert(key, user);
+        let got =
+            tenant_builder().get_namespaces(init, Some(&[spec_ns(Network), spec_ns(User)]))?;
+        assert_eq!(
+            got,
+            vec![
+                want_ns(User, "/proc/1/ns/user"),
+                want_ns(Network, "/proc/1/ns/net"),
+            ]
+        );
+        Ok(())
     }
 
     #[test]

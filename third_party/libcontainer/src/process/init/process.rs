@@ -196,6 +196,29 @@ pub fn container_init_process(
         })?;
     }
 
+    // crust patch: the SELinux process label (process.selinuxLabel) takes
+    // effect at the container process's execve, as runc's SetExecLabel.
+    // Upstream ignores the field, which would drop a requested label
+    // silently.
+    if let Some(label) = ctx
+        .process
+        .selinux_label()
+        .as_deref()
+        .filter(|l| !l.is_empty())
+    {
+        ProcfsHandle::new()?
+            .open(
+                ProcfsBase::ProcThreadSelf,
+                "attr/exec",
+                OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC,
+            )?
+            .write_all(label.as_bytes())
+            .map_err(|err| {
+                tracing::error!(?err, ?label, "failed to set the SELinux exec label");
+                InitProcessError::Io(err)
+            })?;
+    }
+
     if let Some(umask) = ctx.process.user().umask() {
         match Mode::from_bits(umask) {
             Some(mode) => {
