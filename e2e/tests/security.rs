@@ -1238,11 +1238,12 @@ async fn annotations_cannot_loosen_anything() {
         });
         config
     };
-    // The same probes as each container's own process.
+    // The same probes as each container's own process, all on stdout: the
+    // order of stdout and stderr lines in a log is not deterministic.
     let script = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; \
                   readlink /proc/self/ns/user; ls /dev; \
                   cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; \
-                  id; unshare -U true; echo unshare=$?";
+                  id; unshare -U true 2>&1; echo unshare=$?";
     let (_, want) = run_script(&mut c, &pod, &pod_cfg, limited("plain"), script).await;
     let mut config = limited("main");
     config.annotations = hostile;
