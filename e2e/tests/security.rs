@@ -1798,3 +1798,142 @@ async fn host_users_false_volumes_are_idmapped() {
     );
     assert_eq!(std::fs::read_to_string(vol.join("config")).unwrap(), "v2\n");
 }
+
+#[tokio::test]
+async fn host_pid_and_ipc_namespaces_are_the_hosts() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let mut pod_cfg = pod_config(&crustd, "hostns");
+    crust_e2e::set_pod_namespaces(
+        &mut pod_cfg,
+        cri::NamespaceOption {
+            pid: cri::NamespaceMode::Node as i32,
+            ipc: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        },
+    );
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(&pod, &pod_cfg, sleeper("main", Default::default()))
+        .await;
+    for ns in ["pid", "ipc"] {
+        let inside = sh(&mut c, &id, &format!("readlink /proc/self/ns/{ns}")).await;
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_eq!(inside.stdout, host.to_str().unwrap(), "{ns}");
+    }
+    // The host's processes are visible: this test's own pid among them.
+    let me = std::process::id();
+    let seen = sh(&mut c, &id, &format!("test -d /proc/{me} && echo visible")).await;
+    assert_eq!(seen.stdout, "visible");
+
+    // Without the options the container has its own.
+    let own_cfg = k8s_pod(&crustd, "ownns");
+    let own = c.run_pod(&own_cfg).await;
+    let id = c
+        .run_container(&own, &own_cfg, sleeper("main", Default::default()))
+        .await;
+    for ns in ["pid", "ipc"] {
+        let inside = sh(&mut c, &id, &format!("readlink /proc/self/ns/{ns}")).await;
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(inside.stdout, host.to_str().unwrap(), "{ns}");
+    }
+}
+
+#[tokio::test]
+async fn mount_propagation_modes_are_honoured() {
+    use nix::mount::{MsFlags, mount};
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    // A shared host mount, as kubelet's pod volume dirs are.
+    let dir = crustd.root().parent().unwrap().join("propagation");
+    std::fs::create_dir_all(&dir).unwrap();
+    mount(
+        Some(&dir),
+        &dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let volume = |propagation: cri::MountPropagation| cri::Mount {
+        container_path: "/vol".into(),
+        host_path: dir.display().to_string(),
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    let pod_cfg = privileged_pod(&crustd, "propagation");
+    let pod = c.run_pod(&pod_cfg).await;
+    let mut run = async |name: &str, propagation, privileged| {
+        let mut config = sleeper(
+            name,
+            cri::LinuxContainerSecurityContext {
+                privileged,
+                ..Default::default()
+            },
+        );
+        config.mounts = vec![volume(propagation)];
+        c.run_container(&pod, &pod_cfg, config).await
+    };
+    let private = run("private", cri::MountPropagation::PropagationPrivate, false).await;
+    let slave = run(
+        "slave",
+        cri::MountPropagation::PropagationHostToContainer,
+        false,
+    )
+    .await;
+    let shared = run(
+        "shared",
+        cri::MountPropagation::PropagationBidirectional,
+        true,
+    )
+    .await;
+
+    // A mount made on the host after the containers started.
+    let from_host = dir.join("from-host");
+    std::fs::create_dir_all(&from_host).unwrap();
+    mount(
+        Some("tmpfs"),
+        &from_host,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(from_host.join("mark"), "host").unwrap();
+    let sees = async |c: &mut CriClient, id: &str, path: &str| {
+        sh(c, id, &format!("cat {path} 2>/dev/null || echo none"))
+            .await
+            .stdout
+    };
+    assert_eq!(sees(&mut c, &slave, "/vol/from-host/mark").await, "host");
+    assert_eq!(sees(&mut c, &shared, "/vol/from-host/mark").await, "host");
+    assert_eq!(sees(&mut c, &private, "/vol/from-host/mark").await, "none");
+
+    // A mount made in the bidirectional container reaches the host.
+    let made = sh(
+        &mut c,
+        &shared,
+        "mkdir -p /vol/from-ctr && mount -t tmpfs tmpfs /vol/from-ctr && echo ctr > /vol/from-ctr/mark",
+    )
+    .await;
+    assert_eq!(made.code, 0, "{made:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("from-ctr/mark")).unwrap_or_default(),
+        "ctr\n"
+    );
+    assert_eq!(sees(&mut c, &slave, "/vol/from-ctr/mark").await, "ctr");
+
+    // Bidirectional needs a privileged container.
+    let mut config = sleeper("unprivileged-shared", Default::default());
+    config.mounts = vec![volume(cri::MountPropagation::PropagationBidirectional)];
+    let err = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+}

@@ -139,7 +139,7 @@ struct Bind {
 #[derive(Debug)]
 pub(crate) struct MountPlan {
     pub mounts: Vec<Mount>,
-    /// "rshared"/"rslave" when a mount needs it (as containerd), else unset.
+    /// "shared"/"slave" when a mount needs it, else unset.
     pub rootfs_propagation: Option<String>,
 }
 
@@ -424,7 +424,9 @@ pub(crate) fn mounts(
     }
     Ok(MountPlan {
         mounts: out,
-        rootfs_propagation: propagation.map(str::to_string),
+        // The OCI spec's values for the rootfs are shared/slave/private
+        // (applied recursively); youki refuses containerd's "rslave".
+        rootfs_propagation: propagation.map(|p| p.trim_start_matches('r').to_string()),
     })
 }
 
@@ -638,7 +640,7 @@ pub(crate) mod tests {
         };
         assert!(pos("/data") < pos("/data/a") && pos("/data/a") < pos("/data/a/b"));
         assert_eq!(opts(&p.mounts[pos("/data")]), ["rbind", "rslave", "ro"]);
-        assert_eq!(p.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(p.rootfs_propagation.as_deref(), Some("slave"));
     }
 
     #[test]
@@ -663,7 +665,7 @@ pub(crate) mod tests {
         let p = plan(&config, &ImageConfig::default(), &sandbox(), true, false).unwrap();
         assert_eq!(opts(find(&p, "/s").unwrap()), ["rbind", "rshared", "rw"]);
         assert_eq!(opts(find(&p, "/r").unwrap()), ["rbind", "rslave", "rw"]);
-        assert_eq!(p.rootfs_propagation.as_deref(), Some("rshared"));
+        assert_eq!(p.rootfs_propagation.as_deref(), Some("shared"));
         // Bidirectional needs privileged.
         let e = plan(&config, &ImageConfig::default(), &sandbox(), false, false).unwrap_err();
         assert!(e.to_string().contains("BIDIRECTIONAL"), "{e}");

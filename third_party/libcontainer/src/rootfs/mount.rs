@@ -699,6 +699,42 @@ impl Mount {
                 None,
                 linux::MOVE_MOUNT_T_EMPTY_PATH | linux::MOVE_MOUNT_F_EMPTY_PATH,
             )?;
+
+            // crust patch: apply the mount's propagation option (rprivate,
+            // rslave, rshared, ...). Upstream parses those options as flags
+            // to clear and never applies them, so a bind of a shared host
+            // mount stayed in the host's peer group whatever the spec
+            // asked: a private volume saw the host's new mounts.
+            let propagation = m.options().iter().flatten().rev().find_map(|o| {
+                let (recursive, kind) = match o.strip_prefix('r') {
+                    Some(rest @ ("private" | "slave" | "shared" | "unbindable")) => (true, rest),
+                    _ => (false, o.as_str()),
+                };
+                let flag = match kind {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "slave" => MsFlags::MS_SLAVE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "unbindable" => MsFlags::MS_UNBINDABLE,
+                    _ => return None,
+                };
+                Some((flag, recursive))
+            });
+            if let Some((flag, recursive)) = propagation {
+                let attr = linux::MountAttr {
+                    attr_set: 0,
+                    attr_clr: 0,
+                    propagation: flag.bits() as u64,
+                    userns_fd: 0,
+                };
+                let rec = if recursive { linux::AT_RECURSIVE } else { 0 };
+                self.syscall.mount_setattr(
+                    mount_fd,
+                    Path::new(""),
+                    linux::AT_EMPTY_PATH | rec,
+                    &attr,
+                    mem::size_of::<linux::MountAttr>(),
+                )?;
+            }
         } else {
             let mount_fn = || -> std::result::Result<(), SyscallError> {
                 // fsopen
