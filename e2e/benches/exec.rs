@@ -8,19 +8,10 @@
 use std::time::{Duration, Instant};
 
 use crust_e2e::streaming::{self, SpdyPortForward, StreamOptions};
-use crust_e2e::{CriClient, Crustd, container_config, cri, image_ref, pod_config};
+use crust_e2e::{CriClient, Crustd, container_config, cri, image_ref, pod_config, rss_kib};
 
 const RUNS: usize = 50;
 const BULK_BYTES: usize = 64 << 20;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn report(what: &str, mut times: Vec<Duration>) {
     times.sort();

@@ -7,19 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use crust_e2e::{Crustd, container_config, image_ref, pod_config};
+use crust_e2e::{Crustd, container_config, image_ref, pod_config, rss_kib};
 
 const SEQUENTIAL: usize = 30;
 const CONCURRENT: usize = 10;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -19,6 +19,17 @@ pub use k8s_cri::v1 as cri;
 
 pub mod streaming;
 
+/// A process's resident set size in KiB (0 when it cannot be read), for
+/// the benchmarks.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The crustd binary under test: `CRUSTD_BIN`, or built once per test
 /// process with the same profile as the tests themselves.
 pub fn crustd_binary() -> &'static Path {

@@ -83,30 +83,29 @@ async fn status_tells_network_is_not_ready_and_why() {
     assert_eq!(names, vec!["", "crust"]);
 }
 
-/// Whether this process could use mount_setattr: Linux 5.12+ and
-/// CAP_SYS_ADMIN (bit 21) in the effective set.
-fn mount_setattr_usable() -> Option<bool> {
+/// Whether this process runs on Linux `min` or newer with CAP_SYS_ADMIN
+/// (bit 21) in its effective set; None when that cannot be told.
+fn kernel_and_sys_admin(min: (u32, u32)) -> Option<bool> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let mut it = release.trim().split(|c: char| !c.is_ascii_digit());
     let version: (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     let cap_eff = u64::from_str_radix(cap_eff.trim(), 16).ok()?;
-    Some(version >= (5, 12) && cap_eff & (1 << 21) != 0)
+    Some(version >= min && cap_eff & (1 << 21) != 0)
+}
+
+/// Whether this process could use mount_setattr (Linux 5.12+).
+fn mount_setattr_usable() -> Option<bool> {
+    kernel_and_sys_admin((5, 12))
 }
 
 /// Whether this process can mount overlayfs over detached idmapped layers
-/// (root on Linux 6.15+), what crust's user namespace probe needs; None
-/// when that cannot be told.
+/// (root on Linux 6.15+ with user namespaces allowed), what crust's user
+/// namespace probe needs.
 fn idmapped_layers_usable() -> Option<bool> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let mut it = release.trim().split(|c: char| !c.is_ascii_digit());
-    let version: (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    let cap_eff = u64::from_str_radix(cap_eff.trim(), 16).ok()?;
     let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").ok()?;
-    Some(version >= (6, 15) && cap_eff & (1 << 21) != 0 && max_userns.trim() != "0")
+    Some(kernel_and_sys_admin((6, 15))? && max_userns.trim() != "0")
 }
 
 #[tokio::test]
