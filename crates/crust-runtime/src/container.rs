@@ -79,6 +79,18 @@ impl Pods {
             .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?} not found")))
     }
 
+    /// A container that must be running for what is asked of it.
+    pub(crate) fn require_running(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let record = self.require_container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        Ok(record)
+    }
+
     pub async fn create_container(
         &self,
         pod_id: &str,
@@ -694,13 +706,7 @@ impl Pods {
         if cmd.is_empty() {
             return Err(RuntimeError::InvalidArgument("cmd is required".into()));
         }
-        let record = self.require_container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
+        let record = self.require_running(id)?;
         let sandbox = self.require_sandbox(&record.sandbox_id)?;
         let shim = self.shim_for(&sandbox).await?;
         let bundle = Path::new(&record.bundle);
@@ -739,8 +745,7 @@ impl Pods {
     ) -> Result<ExecOutput, RuntimeError> {
         let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
         for p in [&out_path, &err_path] {
-            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                .map_err(|e| RuntimeError::Internal(format!("mkfifo {}: {e}", p.display())))?;
+            crate::stream::make_fifo(p)?;
         }
         // Open the read ends first so the shim's open for writing succeeds.
         let stdout = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&out_path)?;
@@ -904,13 +909,7 @@ impl Pods {
     }
 
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
-        let record = self.require_container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
+        let record = self.require_running(id)?;
         let sandbox = self.require_sandbox(&record.sandbox_id)?;
         // The shim reopens every log file of its pod on SIGUSR1.
         nix::sys::signal::kill(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crust_store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
+use crust_store::{ContainerRecord, SandboxRecord, SandboxState};
 use crust_stream::{BoxFuture, BoxWrite, ProcessIo};
 use k8s_cri::v1 as cri;
 use nix::sys::stat::Mode;
@@ -48,7 +48,7 @@ pub(crate) fn stdin_fifo(record: &ContainerRecord) -> Result<String, RuntimeErro
     Ok(path.display().to_string())
 }
 
-fn make_fifo(path: &Path) -> Result<(), RuntimeError> {
+pub(crate) fn make_fifo(path: &Path) -> Result<(), RuntimeError> {
     match nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(RuntimeError::Internal(format!(
@@ -169,14 +169,7 @@ async fn copy_out(
 impl Pods {
     /// The container an exec or attach may use: it must be running.
     pub fn running_container(&self, id: &str) -> Result<String, RuntimeError> {
-        let record = self.require_container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
-        Ok(record.id)
+        Ok(self.require_running(id)?.id)
     }
 
     /// The pod a port-forward may use: it must be ready.
@@ -322,13 +315,7 @@ impl Pods {
         request: cri::AttachRequest,
         io: ProcessIo,
     ) -> Result<(), RuntimeError> {
-        let record = self.require_container(&request.container_id)?;
-        if record.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
+        let record = self.require_running(&request.container_id)?;
         let config = record_config(&record);
         let sandbox = self.require_sandbox(&record.sandbox_id)?;
         let shim = self.shim_for(&sandbox).await?;

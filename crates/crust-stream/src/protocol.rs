@@ -180,6 +180,12 @@ impl ResizeDecoder {
         }
         Ok(sizes)
     }
+
+    /// The newest size in `data`, if it completes any: only the latest
+    /// one matters to a terminal.
+    pub fn latest(&mut self, data: &[u8]) -> Result<Option<TerminalSize>, String> {
+        Ok(self.feed(data)?.last().copied())
+    }
 }
 
 /// remotecommand's WebSocket channels.

@@ -101,10 +101,10 @@ async fn pump_resize(
     loop {
         match source.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => match decoder.feed(&buf[..n]) {
-                Ok(sizes) => {
-                    if let Some(last) = sizes.last() {
-                        tx.send_replace(Some(*last));
+            Ok(n) => match decoder.latest(&buf[..n]) {
+                Ok(size) => {
+                    if size.is_some() {
+                        tx.send_replace(size);
                     }
                 }
                 Err(e) => {
@@ -267,10 +267,10 @@ pub async fn websocket(
                         stdin = None;
                     }
                 }
-                CHANNEL_RESIZE => match decoder.feed(&data) {
-                    Ok(sizes) => {
-                        if let Some(last) = sizes.last() {
-                            resize_tx.send_replace(Some(*last));
+                CHANNEL_RESIZE => match decoder.latest(&data) {
+                    Ok(size) => {
+                        if size.is_some() {
+                            resize_tx.send_replace(size);
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "bad resize message"),
