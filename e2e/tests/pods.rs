@@ -240,13 +240,18 @@ async fn memory_limit_oom_kill_is_reported() {
     assert_eq!(status.exit_code, 137);
 }
 
-fn cgroup_file(cgroup: &str, v1_controller: &str, name: &str) -> String {
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let path = if v2 {
-        format!("/sys/fs/cgroup{cgroup}/{name}")
+/// The directory of `cgroup` that holds `v1_controller`'s files: the
+/// controller's hierarchy on v1, the one unified hierarchy on v2.
+fn cgroup_dir(cgroup: &str, v1_controller: &str) -> String {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup{cgroup}")
     } else {
-        format!("/sys/fs/cgroup/{v1_controller}{cgroup}/{name}")
-    };
+        format!("/sys/fs/cgroup/{v1_controller}{cgroup}")
+    }
+}
+
+fn cgroup_file(cgroup: &str, v1_controller: &str, name: &str) -> String {
+    let path = format!("{}/{name}", cgroup_dir(cgroup, v1_controller));
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .trim()
@@ -279,6 +284,8 @@ async fn limits_land_in_the_cgroup_and_can_be_updated() {
             (64u64 << 20).to_string()
         );
         assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.max"), "50000 100000");
+        // 512 shares, in runc's and libcgroups' quadratic shares-to-weight map.
+        assert_eq!(cgroup_file(&cgroup, "cpu", "cpu.weight"), "59");
     } else {
         assert_eq!(
             cgroup_file(&cgroup, "memory", "memory.limit_in_bytes"),
@@ -352,7 +359,7 @@ async fn limits_land_in_the_cgroup_and_can_be_updated() {
     assert_eq!(pod_stats.linux.unwrap().containers.len(), 1);
     c.remove_pod(&pod).await;
     assert!(
-        !std::path::Path::new(&format!("/sys/fs/cgroup/memory{cgroup}")).exists(),
+        !std::path::Path::new(&cgroup_dir(&cgroup, "memory")).exists(),
         "container cgroup left"
     );
 }

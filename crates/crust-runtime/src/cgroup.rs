@@ -23,8 +23,52 @@ pub fn version() -> Version {
     }
 }
 
-fn relative(path: &str) -> &str {
-    path.trim_start_matches('/')
+/// A cgroup's directory relative to a hierarchy's root. cgroupfs paths are
+/// taken as they are; the systemd driver's forms are laid out as systemd
+/// does: `slice:prefix:name` is the scope `prefix-name.scope` in that slice,
+/// and a bare slice name such as `kubepods-besteffort-pod1.slice` nests in
+/// its parents (`kubepods.slice/kubepods-besteffort.slice/...`).
+fn relative(path: &str) -> String {
+    let parts: Vec<&str> = path.split(':').collect();
+    let dir = match parts.as_slice() {
+        [slice, prefix, name] if !path.contains('/') => {
+            let unit = if name.ends_with(".slice") {
+                name.to_string()
+            } else if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            format!("{}/{unit}", expand_slice(slice))
+        }
+        [slice] if !slice.contains('/') && slice.ends_with(".slice") => expand_slice(slice),
+        _ => path.to_string(),
+    };
+    dir.trim_start_matches('/').to_string()
+}
+
+/// systemd's slice nesting: `a-b-c.slice` lives at
+/// `a.slice/a-b.slice/a-b-c.slice`; `-.slice` is the root.
+fn expand_slice(slice: &str) -> String {
+    let name = slice.trim_end_matches(".slice");
+    if name == "-" || name.is_empty() {
+        return String::new();
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push_str(&format!("/{prefix}.slice"));
+    }
+    path
 }
 
 /// Every directory that makes up cgroup `path` (one per v1 hierarchy).
@@ -96,7 +140,7 @@ pub fn usage(path: &str) -> Usage {
     let rel = relative(path);
     match version() {
         Version::V2 => {
-            let dir = Path::new(ROOT).join(rel);
+            let dir = Path::new(ROOT).join(&rel);
             let cpu = std::fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
             let mem = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
             let usage = read_u64(&dir.join("memory.current")).unwrap_or(0);
@@ -110,8 +154,8 @@ pub fn usage(path: &str) -> Usage {
             }
         }
         Version::V1 => {
-            let cpuacct = Path::new(ROOT).join("cpuacct").join(rel);
-            let memory = Path::new(ROOT).join("memory").join(rel);
+            let cpuacct = Path::new(ROOT).join("cpuacct").join(&rel);
+            let memory = Path::new(ROOT).join("memory").join(&rel);
             let mem = std::fs::read_to_string(memory.join("memory.stat")).unwrap_or_default();
             let usage = read_u64(&memory.join("memory.usage_in_bytes")).unwrap_or(0);
             Usage {
@@ -131,7 +175,7 @@ pub fn oom_killed(path: &str) -> bool {
     let rel = relative(path);
     match version() {
         Version::V2 => {
-            let events = std::fs::read_to_string(Path::new(ROOT).join(rel).join("memory.events"))
+            let events = std::fs::read_to_string(Path::new(ROOT).join(&rel).join("memory.events"))
                 .unwrap_or_default();
             stat_field(&events, "oom_kill") > 0
         }
@@ -139,7 +183,7 @@ pub fn oom_killed(path: &str) -> bool {
             let control = std::fs::read_to_string(
                 Path::new(ROOT)
                     .join("memory")
-                    .join(rel)
+                    .join(&rel)
                     .join("memory.oom_control"),
             )
             .unwrap_or_default();
@@ -162,6 +206,32 @@ pub fn file(path: &str, v1_controller: &str, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn systemd_paths_are_laid_out_as_systemd_does() {
+        assert_eq!(
+            relative("kubepods-besteffort-pod1.slice:cri-crust:abc"),
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-crust-abc.scope"
+        );
+        assert_eq!(
+            relative("system.slice:cri-crust:abc"),
+            "system.slice/cri-crust-abc.scope"
+        );
+        assert_eq!(relative("-.slice:x:y"), "x-y.scope");
+        assert_eq!(
+            relative("kubepods-pod2.slice"),
+            "kubepods.slice/kubepods-pod2.slice"
+        );
+        // cgroupfs paths stay as they are.
+        assert_eq!(
+            relative("/kubepods/besteffort/pod1/abc"),
+            "kubepods/besteffort/pod1/abc"
+        );
+        assert_eq!(
+            relative("/kubepods.slice/x.slice"),
+            "kubepods.slice/x.slice"
+        );
+    }
 
     #[test]
     fn stat_fields_parse() {

@@ -533,11 +533,17 @@ fn update_pids_and_stats() {
         ..Default::default()
     };
     h.client.update(ctx(), &req).unwrap();
-    let limit =
-        fs::read_to_string(h.cgroup_dir("memory", "u").join("memory.limit_in_bytes")).unwrap();
+    // v2 has no shares: libcgroups maps 512 to cpu.weight 59 (runc's
+    // quadratic mapping, which keeps 1024 shares at the default weight 100).
+    let (memory_file, cpu_file, cpu_value) = if cgroup_v2() {
+        ("memory.max", "cpu.weight", "59")
+    } else {
+        ("memory.limit_in_bytes", "cpu.shares", "512")
+    };
+    let limit = fs::read_to_string(h.cgroup_dir("memory", "u").join(memory_file)).unwrap();
     assert_eq!(limit.trim(), (32 * 1024 * 1024).to_string());
-    let shares = fs::read_to_string(h.cgroup_dir("cpu", "u").join("cpu.shares")).unwrap();
-    assert_eq!(shares.trim(), "512");
+    let cpu = fs::read_to_string(h.cgroup_dir("cpu", "u").join(cpu_file)).unwrap();
+    assert_eq!(cpu.trim(), cpu_value);
 
     let pids = h
         .client
@@ -565,10 +571,11 @@ fn update_pids_and_stats() {
         )
         .unwrap();
     assert!(
-        stats
-            .stats
-            .type_url
-            .ends_with("io.containerd.cgroups.v1.Metrics"),
+        stats.stats.type_url.ends_with(if cgroup_v2() {
+            "io.containerd.cgroups.v2.Metrics"
+        } else {
+            "io.containerd.cgroups.v1.Metrics"
+        }),
         "{}",
         stats.stats.type_url
     );

@@ -42,6 +42,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Whatever a crash left half-pulled is unreferenced: reclaim it.
     images.collect_garbage().await?;
     let cgroup_driver = config.effective_cgroup_driver();
+    if cgroup_driver == crust_config::CgroupDriver::Systemd
+        && !Path::new("/run/systemd/system").is_dir()
+    {
+        // Every container start would fail reaching systemd over D-Bus.
+        tracing::warn!(
+            "cgroup_driver is systemd but this host was not booted by systemd: \
+             containers will fail to start; use cgroup_driver: cgroupfs or auto"
+        );
+    }
     let socket_path = config.socket.clone();
     let listener = crate::socket::bind(&socket_path)?;
     let metrics = Metrics::new();

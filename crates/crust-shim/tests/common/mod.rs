@@ -26,6 +26,11 @@ use serde_json::{Value, json};
 
 pub const NS: &str = "k8s.io";
 
+/// Whether /sys/fs/cgroup is the cgroup v2 unified hierarchy.
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
 /// Root is needed for namespaces and cgroups; say so instead of failing.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -285,10 +290,16 @@ impl Harness {
         let _ = self.client.shutdown(ctx(), &ShutdownRequest::new());
     }
 
-    /// The directory of a container's cgroup for `controller` (v1).
-    pub fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(controller)
+    /// The directory of a container's cgroup that holds `v1_controller`'s
+    /// files: that controller's hierarchy on v1, the unified one on v2.
+    pub fn cgroup_dir(&self, v1_controller: &str, id: &str) -> PathBuf {
+        let root = Path::new("/sys/fs/cgroup");
+        let hierarchy = if cgroup_v2() {
+            root.to_path_buf()
+        } else {
+            root.join(v1_controller)
+        };
+        hierarchy
             .join(self.cgroup_parent.trim_start_matches('/'))
             .join(id)
     }
