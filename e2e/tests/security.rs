@@ -94,6 +94,9 @@ fn k8s_pod(crustd: &Crustd, name: &str) -> cri::PodSandboxConfig {
             ..Default::default()
         },
     );
+    // kubelet with seccompDefault: containers without a profile of their
+    // own get RuntimeDefault (CRI's own default, no profile, is unconfined).
+    pod_sc(&mut pod).seccomp = profile(cri::security_profile::ProfileType::RuntimeDefault, "");
     pod
 }
 
@@ -930,7 +933,7 @@ async fn runtime_default_seccomp_blocks_userns_and_io_uring() {
         format!("grep '^Seccomp:' /proc/self/status; unshare -U true; echo unshare=$?; {io_uring}");
     for (name, p, confined) in [
         ("confined", profile(ProfileType::RuntimeDefault, ""), true),
-        // No profile at all is RuntimeDefault too (kubelet always sends one).
+        // No profile of its own: the pod's (RuntimeDefault, see k8s_pod).
         ("unset", None, true),
         ("unconfined", profile(ProfileType::Unconfined, ""), false),
     ] {

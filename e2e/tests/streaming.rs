@@ -237,6 +237,29 @@ async fn attach_reads_a_containers_output_and_writes_its_stdin() {
     let log = std::fs::read_to_string(&done.log_path).unwrap();
     assert!(log.contains("stdout F got:hello"), "{log}");
 
+    // A shell without a log path (critest's attach case): its output is
+    // still read for attach clients, partial lines included, at once.
+    let mut shell_cfg = container_config("shell", &image_ref(BUSYBOX), &["/bin/sh"]);
+    shell_cfg.stdin = true;
+    shell_cfg.stdin_once = true;
+    shell_cfg.log_path = String::new();
+    let shell = c.run_container(&pod, &pod_cfg, shell_cfg).await;
+    let opts = StreamOptions::with_stdin();
+    let url = c
+        .runtime
+        .attach(attach(&shell, &opts))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = streaming::spdy_start(&url, opts).await.unwrap();
+    session.send_stdin("echo -n no-log-hello\n").unwrap();
+    session
+        .read_until("no-log-hello", Duration::from_secs(10))
+        .await
+        .unwrap();
+    session.close().await;
+
     // Attaching to a container that is not running is refused up front.
     let err = c
         .runtime

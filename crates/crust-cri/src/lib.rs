@@ -5,6 +5,7 @@
 //! lands with its issue; until then its RPCs answer `Unimplemented` with
 //! the RPC's name, never a fake success.
 
+mod events;
 mod image_service;
 mod runtime_service;
 

@@ -15,7 +15,8 @@ use crate::{
     Rpc, condition, unimplemented,
 };
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+pub(crate) type EventStream =
+    Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
@@ -324,7 +325,9 @@ impl RuntimeService for Cri {
     }
 
     async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Rpc<EventStream> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(crate::events::container_events(
+            self.runtime.pods.clone(),
+        )))
     }
 
     async fn exec(&self, request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {

@@ -13,6 +13,7 @@ use tokio::io::AsyncReadExt;
 use crust_store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 
 use crate::events::ShimEvent;
+use crate::lifecycle::LifecycleKind;
 use crate::{Pods, RuntimeError, cgroup, new_id, now_nanos, resolve_prefix};
 
 /// ExecSync output cap, stdout and stderr together (kubelet's own limit).
@@ -21,6 +22,8 @@ pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
 const PASSWD_LIMIT: u64 = 1 << 20;
 /// How long a SIGKILLed process may take to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long ReopenContainerLog waits for the shim to create the new file.
+const LOG_REOPEN_WAIT: Duration = Duration::from_secs(5);
 
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
@@ -180,6 +183,7 @@ impl Pods {
         ) {
             Ok(()) => {
                 self.store.put(&record)?;
+                self.publish(LifecycleKind::Created, &id, &record.sandbox_id);
                 Ok(id)
             }
             Err(e) => {
@@ -369,6 +373,7 @@ impl Pods {
                 updated.started_at = started_at;
                 updated.pid = pid;
                 self.store.put(&updated)?;
+                self.publish(LifecycleKind::Started, &updated.id, &updated.sandbox_id);
                 Ok(())
             }
             Err(e) => {
@@ -379,13 +384,18 @@ impl Pods {
                 updated.reason = "StartError".into();
                 updated.message = e.to_string();
                 self.store.put(&updated)?;
+                self.publish(LifecycleKind::Stopped, &updated.id, &updated.sandbox_id);
                 Err(e)
             }
         }
     }
 
+    /// Stops a container; an unknown one is already stopped (idempotent, as
+    /// kubelet and the conformance suite expect).
     pub async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<(), RuntimeError> {
-        let record = self.require_container(id)?;
+        let Some(record) = self.container(id)? else {
+            return Ok(());
+        };
         self.stop_container_inner(&record, timeout_seconds).await
     }
 
@@ -461,6 +471,7 @@ impl Pods {
             "Error".into()
         };
         self.store.put(&record)?;
+        self.publish(LifecycleKind::Stopped, id, &record.sandbox_id);
         // The exit is recorded; the shim can free the task.
         if let Ok(sandbox) = self.require_sandbox(&record.sandbox_id)
             && let Ok(shim) = self.shim_for(&sandbox).await
@@ -569,6 +580,7 @@ impl Pods {
         }
         self.remove_bundle(record);
         self.store.delete::<ContainerRecord>(&record.id)?;
+        self.publish(LifecycleKind::Deleted, &record.id, &record.sandbox_id);
         Ok(())
     }
 
@@ -919,6 +931,21 @@ impl Pods {
         .map_err(|e| {
             RuntimeError::Internal(format!("signalling shim {}: {e}", sandbox.shim_pid))
         })?;
+        // Answer once the shim has reopened: kubelet (and the conformance
+        // suite) look for the new file as soon as this returns.
+        if !record.log_path.is_empty() {
+            let path = Path::new(&record.log_path);
+            let deadline = tokio::time::Instant::now() + LOG_REOPEN_WAIT;
+            while !path.exists() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(RuntimeError::Internal(format!(
+                        "the shim did not reopen {} within {LOG_REOPEN_WAIT:?}",
+                        record.log_path
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         Ok(())
     }
 

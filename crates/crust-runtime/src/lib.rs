@@ -5,6 +5,7 @@ pub mod cgroup;
 mod container;
 pub mod events;
 mod files;
+pub mod lifecycle;
 mod lsm;
 pub mod namespaces;
 mod network;
@@ -69,6 +70,7 @@ pub struct Pods {
     /// The lowest oom_score_adj crustd may give a container.
     oom_score_adj_min: i64,
     cni: Arc<crust_cni::Cni>,
+    lifecycle: tokio::sync::broadcast::Sender<lifecycle::LifecycleEvent>,
 }
 
 impl Pods {
@@ -98,6 +100,7 @@ impl Pods {
             locks: std::sync::Mutex::new(HashMap::new()),
             oom_score_adj_min,
             cni: Arc::new(cni),
+            lifecycle: lifecycle::channel(),
         })
     }
 

@@ -10,6 +10,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crust_store::{ContainerRecord, SandboxRecord, SandboxState};
 
+use crate::lifecycle::LifecycleKind;
 use crate::namespaces::{self, NamespaceSet, PinnedNamespaces};
 use crate::shim::{self, Shim};
 use crate::{Pods, RuntimeError, cgroup, files, new_id, now_nanos, resolve_prefix};
@@ -182,6 +183,8 @@ impl Pods {
         {
             Ok(()) => {
                 self.store.put(&record)?;
+                self.publish(LifecycleKind::Created, &id, &id);
+                self.publish(LifecycleKind::Started, &id, &id);
                 tracing::info!(pod_id = %id, pod = %record.name, "pod sandbox ready");
                 Ok(id)
             }
@@ -397,14 +400,19 @@ impl Pods {
             })
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         }
-        self.store.write(|tx| {
-            if let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? {
-                r.state = SandboxState::NotReady;
-                r.netns.clear();
-                tx.put(&r)?;
-            }
-            Ok(())
+        let was_ready = self.store.write(|tx| {
+            let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? else {
+                return Ok(false);
+            };
+            let was_ready = r.state == SandboxState::Ready;
+            r.state = SandboxState::NotReady;
+            r.netns.clear();
+            tx.put(&r)?;
+            Ok(was_ready)
         })?;
+        if was_ready {
+            self.publish(LifecycleKind::Stopped, &record.id, &record.id);
+        }
         Ok(())
     }
 
@@ -420,6 +428,7 @@ impl Pods {
         }
         self.tear_down_pod(&record).await;
         self.store.delete::<SandboxRecord>(&record.id)?;
+        self.publish(LifecycleKind::Deleted, &record.id, &record.id);
         tracing::info!(pod_id = %record.id, "pod sandbox removed");
         Ok(())
     }

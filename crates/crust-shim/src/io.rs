@@ -5,7 +5,8 @@
 //! - `crilog://<abs path>` (stdout): stdout and stderr go to that file in the
 //!   CRI log format (see `crilog.rs`);
 //! - an absolute path: a FIFO, as containerd's `ctr` passes them;
-//! - empty: `/dev/null`.
+//! - empty: `/dev/null`, except for a container's main process, whose
+//!   output is still read (and dropped) so that attach clients see it.
 //!
 //! Output copiers only ever block on their own write, so a slow reader or
 //! a slow disk stops the copy and, through the full pipe, the container.
@@ -44,6 +45,8 @@ const STDIN_DRAIN_MAX: usize = 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Out {
     None,
+    /// Read and dropped: only attach clients see it.
+    Discard,
     Fifo(PathBuf),
     Log(PathBuf),
 }
@@ -84,6 +87,27 @@ impl StdioConfig {
             stderr,
             terminal,
         })
+    }
+
+    /// The stdio of a process that can be attached to: output the request
+    /// sent nowhere is still read, for the attach clients (CRI containers
+    /// without a log path, as containerd's).
+    pub fn attachable(&self) -> StdioConfig {
+        let read = |o: &Out| match o {
+            Out::None => Out::Discard,
+            other => other.clone(),
+        };
+        StdioConfig {
+            stdin: self.stdin.clone(),
+            stdout: read(&self.stdout),
+            // A terminal has one output stream.
+            stderr: if self.terminal {
+                Out::None
+            } else {
+                read(&self.stderr)
+            },
+            terminal: self.terminal,
+        }
     }
 }
 
@@ -240,7 +264,7 @@ impl ProcIo {
         ] {
             let Some(src) = src else { continue };
             match dest {
-                Out::Log(_) => to_log.push((src, stream)),
+                Out::Log(_) | Out::Discard => to_log.push((src, stream)),
                 Out::Fifo(path) => {
                     io.fifos.push(path.clone());
                     to_fifo.push((src, stream, path.clone()));
@@ -265,10 +289,9 @@ impl ProcIo {
             })?;
         }
         if !to_log.is_empty() {
-            let log = log.ok_or_else(|| io::Error::other("log not open"))?;
             let (guard, tee) = (guards.pop().expect("counted"), attach.clone());
             spawn("log", move || {
-                copy_to_log(&log, to_log, tee.as_deref(), guard)
+                copy_to_log(log.as_deref(), to_log, tee.as_deref(), guard)
             })?;
         }
         if let Some(path) = &cfg.stdin {
@@ -422,9 +445,9 @@ impl Target {
 }
 
 /// One thread per log file: polls the process's output streams and writes
-/// CRI records (and attach frames).
+/// CRI records (and attach frames); with no log, only attach frames.
 fn copy_to_log(
-    log: &CriLog,
+    log: Option<&CriLog>,
     sources: Vec<(Source, Stream)>,
     attach: Option<&Attachers>,
     _done: Drained,
@@ -457,14 +480,18 @@ fn copy_to_log(
                 let (src, id, splitter) = &mut streams[i];
                 match src.read(&mut buf) {
                     Ok(0) | Err(_) => {
-                        splitter.finish(log);
+                        if let Some(log) = log {
+                            splitter.finish(log);
+                        }
                         ended = true;
                     }
                     Ok(n) => {
                         if let Some(a) = attach {
                             a.send(*id, &buf[..n]);
                         }
-                        splitter.feed(log, &buf[..n]);
+                        if let Some(log) = log {
+                            splitter.feed(log, &buf[..n]);
+                        }
                     }
                 }
             }
@@ -585,6 +612,20 @@ fn copy_stdin(path: &Path, mut target: Target, stop: &EventFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachable_output_is_read_even_when_sent_nowhere() {
+        let c = StdioConfig::parse("/f/in", "", "", false)
+            .unwrap()
+            .attachable();
+        assert_eq!((c.stdout, c.stderr), (Out::Discard, Out::Discard));
+        let c = StdioConfig::parse("", "", "", true).unwrap().attachable();
+        assert_eq!((c.stdout, c.stderr), (Out::Discard, Out::None));
+        let c = StdioConfig::parse("", "crilog:///l", "", false)
+            .unwrap()
+            .attachable();
+        assert_eq!(c.stderr, Out::Log("/l".into()));
+    }
 
     #[test]
     fn parses_stdio() {

@@ -15,11 +15,8 @@
 //! the image's /etc/passwd and /etc/group.
 //!
 //! Deliberate differences from containerd:
-//! - no seccomp profile anywhere means RuntimeDefault (as CRI-O), not
-//!   unconfined; kubelet always sends one;
 //! - non-privileged containers always get a private cgroup namespace
 //!   (containerd only on cgroup v2);
-//! - `run_as_group` without a user keeps the image's user (as CRI-O);
 //! - annotations with runtime-interpreted prefixes (`org.systemd.property.`,
 //!   `run.oci.`, `io.kubernetes.cri.`, ...) are dropped, and requests the
 //!   translation cannot honour yet (idmapped CRI mounts other than with the

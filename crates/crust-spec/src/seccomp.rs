@@ -1,4 +1,4 @@
-//! Seccomp: profile choice (container, then pod, then RuntimeDefault) and
+//! Seccomp: profile choice (container, then pod, else unconfined) and
 //! Docker-format profiles (`archMap`, `includes`/`excludes` on caps,
 //! arches and minKernel) turned into the OCI form.
 
@@ -61,9 +61,9 @@ fn from_path(field: &str, s: &str) -> Result<Choice, SpecError> {
     }
 }
 
-/// Container's profile, else the pod's, else RuntimeDefault. kubelet always
-/// sends one; the secure fallback matters for other clients (CRI-O does
-/// the same; containerd falls back to unconfined).
+/// Container's profile, else the pod's, else unconfined: the CRI's meaning
+/// of no profile, which the conformance suite checks and containerd
+/// follows. kubelet always sends one (RuntimeDefault with seccompDefault).
 pub(crate) fn choose(
     sc: Option<&LinuxContainerSecurityContext>,
     pod: &PodSandboxConfig,
@@ -86,7 +86,7 @@ pub(crate) fn choose(
             return from_path("pod seccomp_profile_path", &psc.seccomp_profile_path);
         }
     }
-    Ok(Choice::RuntimeDefault)
+    Ok(Choice::Unconfined)
 }
 
 /// The Docker profile format (what kubelet's Localhost profiles use).
@@ -652,7 +652,7 @@ mod tests {
             ..Default::default()
         };
         let none = PodSandboxConfig::default();
-        assert_eq!(choose(None, &none).unwrap(), Choice::RuntimeDefault);
+        assert_eq!(choose(None, &none).unwrap(), Choice::Unconfined);
         let pod = pod_with(Some(prof(ProfileType::Localhost, "/p.json")), "");
         assert_eq!(
             choose(None, &pod).unwrap(),

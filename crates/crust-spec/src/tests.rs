@@ -193,8 +193,8 @@ fn full_spec_for_a_typical_container() {
         (Some(128 << 20), Some(128 << 20))
     );
     assert!(
-        l.seccomp().is_some(),
-        "RuntimeDefault when nothing is asked"
+        l.seccomp().is_none(),
+        "no profile asked for is unconfined, as the CRI defines"
     );
     assert!(
         l.masked_paths()

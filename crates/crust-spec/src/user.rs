@@ -124,9 +124,19 @@ pub(crate) fn resolve_user(
     };
 
     // CRI's table (as containerd): username beats uid; run_as_group sets
-    // the group. run_as_group alone keeps the image's user and replaces its
-    // group (as CRI-O; containerd refuses that combination).
+    // the group, and only together with one of them (the conformance suite
+    // checks that run_as_group alone is refused, as containerd does).
     let username = sc.map(|s| s.run_as_username.as_str()).unwrap_or("");
+    if let Some(IdRef::Id(gid)) = &run_as_group
+        && username.is_empty()
+        && sc.and_then(|s| s.run_as_user.as_ref()).is_none()
+    {
+        return Err(SpecError::invalid(
+            "run_as_group",
+            gid.to_string(),
+            "needs run_as_user or run_as_username as well",
+        ));
+    }
     let (field, user, group) = if !username.is_empty() {
         (
             "run_as_username",
@@ -431,14 +441,15 @@ mod tests {
             ru(1000, 7, &[7, 10, 29, 50])
         );
 
-        // run_as_group alone keeps the image user.
+        // run_as_group alone is refused.
         let sc = LinuxContainerSecurityContext {
             run_as_group: Some(Int64Value { value: 7 }),
             ..Default::default()
         };
-        assert_eq!(
-            resolve(Some(sc), "app:audio").unwrap(),
-            ru(1000, 7, &[7, 10, 29, 50])
+        let e = resolve(Some(sc), "app:audio").unwrap_err().to_string();
+        assert!(
+            e.contains("run_as_group") && e.contains("run_as_user"),
+            "{e}"
         );
 
         let sc = LinuxContainerSecurityContext {

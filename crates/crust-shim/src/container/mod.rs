@@ -194,6 +194,7 @@ impl Shim {
         rootfs: &[Mount],
         cfg: &StdioConfig,
     ) -> Result<(i32, ProcIo, CgroupDirs, SystemTime, Arc<AttachSocket>)> {
+        let cfg = &cfg.attachable();
         let log = ProcIo::open_log(cfg)
             .map_err(|e| Error::InvalidArgument(format!("open log file: {e}")))?;
         // Before the container exists: a failure leaves nothing to undo,
