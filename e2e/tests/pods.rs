@@ -845,3 +845,72 @@ async fn container_events_follow_pods_and_containers_through_their_lives() {
     let e = expect_event(&mut events, &pod, ContainerDeletedEvent).await;
     assert!(e.pod_sandbox_status.is_none(), "{e:?}");
 }
+
+#[tokio::test]
+async fn cdi_devices_bring_their_device_nodes_env_and_mounts() {
+    let specs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("hello"), "from-the-host\n").unwrap();
+    // What a device plugin would drop in /var/run/cdi.
+    std::fs::write(
+        specs.path().join("crust-test.yaml"),
+        format!(
+            r#"cdiVersion: "0.6.0"
+kind: crust.test/dev
+devices:
+  - name: zero
+    containerEdits:
+      env: [CDI_TEST=yes]
+      deviceNodes:
+        - {{path: /dev/crust-zero, hostPath: /dev/zero}}
+      mounts:
+        - {{hostPath: {data}, containerPath: /cdi-data, options: [ro]}}
+"#,
+            data = data.path().display()
+        ),
+    )
+    .unwrap();
+    let crustd = Crustd::start_with(crust_e2e::CrustdOptions {
+        extra_config: format!("cdi:\n  spec_dirs: [{}]\n", specs.path().display()),
+        ..Default::default()
+    })
+    .await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "cdi");
+    let pod = c.run_pod(&pod_cfg).await;
+    let script = "echo env=$CDI_TEST; head -c 3 /dev/crust-zero | od -An -tx1; \
+                  cat /cdi-data/hello; touch /cdi-data/x 2>/dev/null || echo read-only";
+    let mut config = container_config("gpu", &image_ref(BUSYBOX), &["sh", "-c", script]);
+    config.cdi_devices = vec![cri::CdiDevice {
+        name: "crust.test/dev=zero".into(),
+    }];
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    let status = c.wait_exited(&id, Duration::from_secs(10)).await;
+    let out: Vec<String> = log_records(&status.log_path)
+        .into_iter()
+        .map(|r| r.2.trim().to_string())
+        .collect();
+    assert_eq!(
+        out,
+        ["env=yes", "00 00 00", "from-the-host", "read-only"],
+        "{status:?}"
+    );
+
+    // A device no spec defines is refused, naming it.
+    let mut config = container_config("nogpu", &image_ref(BUSYBOX), &["true"]);
+    config.cdi_devices = vec![cri::CdiDevice {
+        name: "crust.test/dev=missing".into(),
+    }];
+    let err = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("crust.test/dev=missing"), "{err}");
+    c.remove_pod(&pod).await;
+}

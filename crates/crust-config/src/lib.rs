@@ -38,6 +38,7 @@ pub struct Config {
     pub cgroup_driver: CgroupDriverSetting,
     pub registries: RegistriesConfig,
     pub cni: CniConfig,
+    pub cdi: CdiConfig,
     pub runtime: RuntimeConfig,
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
@@ -76,6 +77,13 @@ pub struct RegistriesConfig {
 pub struct CniConfig {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+}
+
+/// CDI (Container Device Interface) spec directories, lowest priority first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdiConfig {
+    pub spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +139,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriverSetting::Auto,
             registries: RegistriesConfig::default(),
             cni: CniConfig::default(),
+            cdi: CdiConfig::default(),
             runtime: RuntimeConfig::default(),
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
@@ -157,6 +166,14 @@ impl Default for CniConfig {
         CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        CdiConfig {
+            spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }
@@ -257,6 +274,11 @@ impl Config {
         if let Some(dir) = self.cni.bin_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(format!(
                 "cni.bin_dirs entries must be absolute, got {dir:?}"
+            ));
+        }
+        if let Some(dir) = self.cdi.spec_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(format!(
+                "cdi.spec_dirs entries must be absolute, got {dir:?}"
             ));
         }
         let r = &self.registries;

@@ -259,6 +259,7 @@ impl Pods {
                 config,
                 &record.id,
             )?,
+            cdi_spec_dirs: self.config.cdi.spec_dirs.clone(),
         };
         let image_facts = crust_spec::ImageFacts {
             config: image,

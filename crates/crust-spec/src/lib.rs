@@ -20,10 +20,11 @@
 //! - annotations with runtime-interpreted prefixes (`org.systemd.property.`,
 //!   `run.oci.`, `io.kubernetes.cri.`, ...) are dropped, and requests the
 //!   translation cannot honour yet (idmapped CRI mounts other than with the
-//!   pod's own user namespace mappings, image mounts, CDI devices, a TARGET
+//!   pod's own user namespace mappings, image mounts, a TARGET
 //!   pid namespace the caller did not resolve) are refused rather than
 //!   ignored.
 
+mod cdi;
 mod error;
 mod lsm;
 mod mounts;
@@ -106,6 +107,8 @@ pub struct ContainerFacts {
     /// mappings, by the mount's container path (see [`idmapped_mounts`]):
     /// the runtime makes them, the spec bind-mounts them instead.
     pub idmapped_sources: std::collections::HashMap<String, PathBuf>,
+    /// Where CDI spec files are looked for, lowest priority first.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// Namespaces of *other* containers a container asks to join, resolved by
@@ -209,18 +212,8 @@ pub fn container_spec_with(
             "a privileged container needs a privileged pod",
         ));
     }
-    if !config.cdi_devices.is_empty() {
-        return Err(SpecError::unsupported(
-            "cdi_devices",
-            config
-                .cdi_devices
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            "CDI devices are not implemented yet",
-        ));
-    }
+    let cdi_names = cdi::requested(config)?;
+    let cdi_edits = cdi::resolve(&cdi_names, &container.cdi_spec_dirs)?;
     let userns = userns::sandbox_user_namespace(pod, sandbox)?;
     userns::check_container(sc, userns.as_ref())?;
     if privileged && userns.is_some() {
@@ -368,6 +361,7 @@ pub fn container_spec_with(
     }
     spec.set_annotations(Some(security::annotations(config, pod, sandbox)));
     spec.set_linux(Some(linux));
+    cdi::apply(&mut spec, &cdi_names, &cdi_edits)?;
     Ok(spec)
 }
 

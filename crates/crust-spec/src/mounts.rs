@@ -461,6 +461,7 @@ pub(crate) mod tests {
             volumes_dir: "/var/lib/crust/containers/c/volumes".into(),
             oom_score_adj_min: -1000,
             idmapped_sources: Default::default(),
+            cdi_spec_dirs: Vec::new(),
         }
     }
 

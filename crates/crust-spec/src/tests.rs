@@ -103,6 +103,7 @@ fn container() -> ContainerFacts {
         volumes_dir: "/var/lib/crust/containers/c/volumes".into(),
         oom_score_adj_min: -500,
         idmapped_sources: Default::default(),
+        cdi_spec_dirs: Vec::new(),
     }
 }
 
