@@ -71,10 +71,14 @@ pub fn crustd_binary() -> &'static Path {
 pub struct CrustdOptions {
     pub extra_config: String,
     pub args: Vec<String>,
+    /// Another crustd binary than [`crustd_binary`] (with its crust-shim
+    /// beside it).
+    pub binary: Option<PathBuf>,
 }
 
 pub struct Crustd {
     child: Option<Child>,
+    binary: PathBuf,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub log_path: PathBuf,
@@ -129,6 +133,10 @@ impl Crustd {
         std::fs::write(&config_path, config).unwrap();
         let mut daemon = Crustd {
             child: None,
+            binary: options
+                .binary
+                .clone()
+                .unwrap_or_else(|| crustd_binary().to_path_buf()),
             socket,
             log_path: dir.path().join("crustd.log"),
             config_path,
@@ -146,7 +154,7 @@ impl Crustd {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(crustd_binary())
+        let child = Command::new(&self.binary)
             .arg("--config")
             .arg(&self.config_path)
             .args(args)

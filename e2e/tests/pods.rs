@@ -914,3 +914,42 @@ devices:
     assert!(err.message().contains("crust.test/dev=missing"), "{err}");
     c.remove_pod(&pod).await;
 }
+
+/// A package upgrade replaces crustd's binary while it runs: pods with a
+/// shared PID namespace (whose init is crustd itself) and new shims must
+/// still start, from the new file at the same path.
+#[tokio::test]
+async fn pods_still_start_after_the_crustd_binary_is_replaced() {
+    let bin = tempfile::tempdir_in("/var/tmp").unwrap();
+    let built = crust_e2e::crustd_binary().parent().unwrap();
+    for name in ["crustd", "crust-shim"] {
+        std::fs::copy(built.join(name), bin.path().join(name)).unwrap();
+    }
+    let crustd = Crustd::start_with(crust_e2e::CrustdOptions {
+        binary: Some(bin.path().join("crustd")),
+        ..Default::default()
+    })
+    .await;
+    let mut c = ready(&crustd).await;
+    for name in ["crustd", "crust-shim"] {
+        let path = bin.path().join(name);
+        let new = bin.path().join(format!("{name}.new"));
+        std::fs::copy(&path, &new).unwrap();
+        std::fs::rename(&new, &path).unwrap();
+    }
+    // CRI's default PID mode is POD: the pod gets an init, crustd itself.
+    let pod_cfg = pod_config(&crustd, "upgraded");
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container_config("after", &image_ref(BUSYBOX), &["sleep", "3600"]),
+        )
+        .await;
+    assert_eq!(
+        c.container_status(&id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    c.remove_pod(&pod).await;
+}

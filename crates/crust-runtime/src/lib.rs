@@ -16,7 +16,7 @@ mod stream;
 mod userns;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crust_config::{CgroupDriver, Config};
@@ -73,6 +73,14 @@ pub struct Pods {
     lifecycle: tokio::sync::broadcast::Sender<lifecycle::LifecycleEvent>,
 }
 
+/// crustd's own path, read once at start: once a package upgrade has
+/// replaced the binary, /proc/self/exe names the deleted file, while this
+/// path holds the new one (pod inits and the shim beside it keep working).
+pub(crate) fn crustd_path() -> &'static Path {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| std::env::current_exe().unwrap_or_else(|_| PathBuf::from("crustd")))
+}
+
 impl Pods {
     pub fn new(
         config: Config,
@@ -86,6 +94,7 @@ impl Pods {
         if let Some(observer) = cni_observer {
             cni = cni.with_observer(observer);
         }
+        crustd_path();
         let oom_score_adj_min = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())

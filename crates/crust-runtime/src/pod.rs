@@ -291,9 +291,9 @@ impl Pods {
             })?;
         }
         if pid == cri::NamespaceMode::Pod as i32 {
-            let crustd = std::env::current_exe()?;
+            let crustd = crate::crustd_path();
             let userns = pinned.user.as_deref();
-            record.pod_init_pid = crate::pod_init::spawn(&crustd, dir, userns).await?;
+            record.pod_init_pid = crate::pod_init::spawn(crustd, dir, userns).await?;
             if userns.is_some() {
                 // The init is undumpable: containers join its namespace by
                 // this path, not through /proc/<pid>.

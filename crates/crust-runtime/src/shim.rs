@@ -53,9 +53,9 @@ pub fn resolve_binary(name: &str) -> Result<PathBuf, RuntimeError> {
             )))
         };
     }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+    let beside = crate::crustd_path()
+        .parent()
+        .map(|d| d.join(name))
         .filter(|p| p.is_file());
     let on_path = || {
         std::env::var_os("PATH").and_then(|paths| {
