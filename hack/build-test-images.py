@@ -301,6 +301,10 @@ def build_all():
         "crust-test/web:latest": Image(
             [bb_gz, web], {"Cmd": ["httpd", "-f", "-p", "80", "-h", "/www"],
                            "ExposedPorts": {"80/tcp": {}}}),
+        # containerd's sandbox image in the side-by-side benchmark (crust
+        # itself runs pods without one).
+        "crust-test/pause:latest": Image(
+            [bb_gz], {"Entrypoint": ["/bin/sleep"], "Cmd": ["2147483647"]}),
         "crust-test/user-numeric:latest": Image([bb_gz], {"User": "1000"}),
         "crust-test/user-named:latest": Image([bb_gz], {"User": "crust:extra"}),
         "crust-test/multiarch:latest": multiarch(bb_gz, docker=False),
