@@ -953,3 +953,125 @@ async fn pods_still_start_after_the_crustd_binary_is_replaced() {
     );
     c.remove_pod(&pod).await;
 }
+
+fn dir_names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&*dir.to_string_lossy()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// crustd SIGKILLed while pods and containers are being made: after the
+/// restart, nothing is left half made (every pod and container dir has a
+/// record), and removing what it reports leaves no mount, dir or shim.
+#[tokio::test]
+async fn a_crash_while_pods_are_being_made_leaves_nothing_half_made() {
+    let mut crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let mut made = Vec::new();
+    for i in 0..4 {
+        let cfg = pod_config(&crustd, &format!("before{i}"));
+        made.push((c.run_pod(&cfg).await, cfg));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let cfg = pod_config(&crustd, &format!("during{i}"));
+        let mut c = crustd.client().await;
+        tasks.spawn(async move {
+            c.runtime
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(cfg),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .map(drop)
+        });
+    }
+    for (pod, cfg) in &made {
+        let mut c = crustd.client().await;
+        let (pod, cfg) = (pod.clone(), cfg.clone());
+        tasks.spawn(async move {
+            c.runtime
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod,
+                    config: Some(container_config(
+                        "c",
+                        &image_ref(BUSYBOX),
+                        &["sleep", "3600"],
+                    )),
+                    sandbox_config: Some(cfg),
+                })
+                .await
+                .map(drop)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    crustd.stop_with(Signal::SIGKILL);
+    while tasks.join_next().await.is_some() {}
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+
+    let state = crustd.dir.path().join("state");
+    let pods: std::collections::BTreeSet<String> = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let containers: std::collections::BTreeSet<String> = c
+        .runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(
+        dir_names(&state.join("pods")).is_subset(&pods),
+        "pod dirs {:?} vs pods {pods:?}\n{}",
+        dir_names(&state.join("pods")),
+        crustd.log()
+    );
+    assert!(
+        dir_names(&state.join("containers")).is_subset(&containers),
+        "container dirs {:?} vs containers {containers:?}",
+        dir_names(&state.join("containers"))
+    );
+    for pod in &pods {
+        c.remove_pod(pod).await;
+    }
+    assert_eq!(dir_names(&state.join("pods")), Default::default());
+    assert_eq!(dir_names(&state.join("containers")), Default::default());
+    assert_eq!(mounts_under(crustd.dir.path()), Vec::<String>::new());
+    let shims: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c.starts_with(&state)))
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    assert_eq!(
+        shims,
+        Vec::<u32>::new(),
+        "processes still working in crustd's state dir"
+    );
+}

@@ -316,7 +316,7 @@ impl Pods {
     }
 
     /// Unmounts and deletes a container's rootfs and bundle (idempotent).
-    fn remove_bundle(&self, record: &ContainerRecord) {
+    pub(crate) fn remove_bundle(&self, record: &ContainerRecord) {
         let bundle = Path::new(&record.bundle);
         let rootfs = bundle.join("rootfs");
         match umount2(&rootfs, MntFlags::MNT_DETACH) {

@@ -11,6 +11,7 @@ pub mod namespaces;
 mod network;
 mod pod;
 pub mod pod_init;
+mod recovery;
 pub mod shim;
 mod stream;
 mod userns;
@@ -118,8 +119,8 @@ impl Pods {
         self.cni.status()
     }
 
-    /// At start: record exits missed while crustd was down, and finish
-    /// network teardowns that failed before.
+    /// At start, while serving: record exits missed while crustd was down,
+    /// and finish network teardowns that failed before.
     pub async fn recover(&self) {
         self.reconcile_running().await;
         network::retry_pending(&self.cni, &self.config.state).await;

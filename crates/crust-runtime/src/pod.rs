@@ -316,6 +316,18 @@ impl Pods {
         Ok(())
     }
 
+    /// Moves a pod's network attachment whose DEL failed out of its pod
+    /// dir, which is about to go, for a later retry.
+    pub(crate) fn park_attachment(&self, attachment: &Path, pod_dir: &Path) {
+        let parked = self.config.state.join("cni-pending");
+        let _ = std::fs::create_dir_all(&parked);
+        let id = pod_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let _ = std::fs::rename(attachment, parked.join(format!("{id}.json")));
+    }
+
     /// Best effort: undo whatever of a pod exists (used by Remove and by a
     /// failed Run).
     async fn tear_down_pod(&self, record: &SandboxRecord) {
@@ -340,11 +352,8 @@ impl Pods {
         if !record.state_dir.is_empty() {
             let attachment = crate::network::attachment_path(Path::new(&record.state_dir));
             if let Err(e) = crate::network::del(&self.cni, &attachment).await {
-                // Park it: the pod dir is about to go.
                 tracing::warn!(pod_id = %record.id, error = %e, "network teardown failed; parked for retry");
-                let parked = self.config.state.join("cni-pending");
-                let _ = std::fs::create_dir_all(&parked);
-                let _ = std::fs::rename(&attachment, parked.join(format!("{}.json", record.id)));
+                self.park_attachment(&attachment, Path::new(&record.state_dir));
             }
         }
         if record.pod_init_pid > 0 {

@@ -99,6 +99,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
     );
     tokio::spawn(pods.clone().handle_events(events));
+    // Before serving: what a crash left half made has no record, just like
+    // what a running RunPodSandbox or CreateContainer is making.
+    pods.sweep_orphans().await;
     // Network teardowns that failed before the last stop are retried.
     tokio::spawn({
         let pods = pods.clone();
