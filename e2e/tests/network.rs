@@ -460,3 +460,52 @@ async fn teardown_survives_a_crustd_restart() {
     c.remove_pod(&pod).await;
     let _ = Path::new("/");
 }
+
+/// crustd SIGKILLed while pods' networks are being set up: after the
+/// restart and the removal of every pod it reports, no address is left
+/// allocated (the attachment is stored before ADD runs, so the start-up
+/// sweep can DEL an ADD that the crash cut short).
+#[tokio::test]
+async fn a_crash_during_network_setup_leaks_no_address() {
+    let net = TestNet::new(3);
+    let mut crustd = Crustd::start_with(CrustdOptions {
+        extra_config: net.crustd_config(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    c.pull(&image_ref("crust-test/busybox:latest"))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let cfg = pod_config(&crustd, &format!("crash{i}"));
+        let mut c = crustd.client().await;
+        tasks.spawn(async move {
+            c.runtime
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(cfg),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .map(drop)
+        });
+    }
+    // Long enough for some ADDs to be running, not all to be done.
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    crustd.stop_with(Signal::SIGKILL);
+    while tasks.join_next().await.is_some() {}
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let pods = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    for pod in pods {
+        c.remove_pod(&pod.id).await;
+    }
+    assert_eq!(net.allocated(), Vec::<String>::new(), "{}", crustd.log());
+}

@@ -217,6 +217,40 @@ impl Cni {
     /// first error is returned (DEL is idempotent: retry the whole call
     /// until it succeeds). When the pod's netns is gone (or is no longer a
     /// namespace mount), `CNI_NETNS` is left unset so IPAM is still released.
+    /// What ADD of `list` for `pod` will record, before it runs: every
+    /// plugin with its config and no results. Stored ahead of ADD, it lets
+    /// a DEL undo an ADD that a crash cut short (a CNI plugin must accept
+    /// DEL for what it never added, and without prevResult).
+    pub fn planned_attachment(&self, list: &NetworkList, pod: &PodNetwork) -> Attachment {
+        let caps = capability_args(pod);
+        Attachment {
+            network_name: list.name.clone(),
+            cni_version: list.cni_version.clone(),
+            source: list.source.clone(),
+            ifname: DEFAULT_IFNAME.to_string(),
+            disable_check: list.disable_check,
+            plugins: list
+                .plugins
+                .iter()
+                .map(|plugin| AttachedPlugin {
+                    plugin_type: plugin.plugin_type.clone(),
+                    config: String::from_utf8(plugin_stdin(
+                        &list.name,
+                        &list.cni_version,
+                        &plugin.conf,
+                        runtime_config(&plugin.capabilities, &caps),
+                        None,
+                    ))
+                    .expect("serde_json writes UTF-8"),
+                })
+                .collect(),
+            prev_results: Vec::new(),
+            result: CniResult::default(),
+            ips: Vec::new(),
+            pod: pod.clone(),
+        }
+    }
+
     pub async fn del(&self, attachment: &Attachment) -> Result<(), CniError> {
         let start = Instant::now();
         let r = self.del_inner(attachment).await;

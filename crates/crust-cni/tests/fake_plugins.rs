@@ -255,6 +255,30 @@ async fn del_uses_the_recorded_attachment_in_reverse() {
 }
 
 #[tokio::test]
+async fn a_planned_attachment_deletes_every_plugin_without_prev_result() {
+    let e = Env::new();
+    e.ip_plugin("first", "10.9.0.2/24");
+    e.ip_plugin("second", "10.9.0.3/24");
+    let list = e.conflist(
+        "1.0.0",
+        json!([{"type": "first"}, {"type": "second", "capabilities": {"portMappings": true}}]),
+    );
+    let cni = e.cni();
+    // What crustd stores before ADD, as if a crash then cut the ADD short.
+    let planned = cni.planned_attachment(&list, &pod());
+    cni.del(&planned).await.unwrap();
+    assert_eq!(e.calls(), ["second DEL", "first DEL"]);
+    for n in [1, 2] {
+        assert!(e.stdin(n).get("prevResult").is_none(), "call {n}");
+        assert_eq!(e.env(n)["CNI_CONTAINERID"], "podid0123");
+    }
+    assert_eq!(
+        e.stdin(1)["runtimeConfig"]["portMappings"][0]["hostPort"],
+        12000
+    );
+}
+
+#[tokio::test]
 async fn del_of_0_3_1_has_no_prev_result() {
     let e = Env::new();
     e.ip_plugin("first", "10.9.0.2/24");

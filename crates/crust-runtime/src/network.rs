@@ -107,9 +107,10 @@ fn parse_quantity(value: &str) -> Option<u64> {
     (v.is_finite() && v >= 1.0 && v < u64::MAX as f64).then_some(v as u64)
 }
 
-/// CNI ADD for a pod; the attachment is written to the pod dir before the
-/// IPs are returned. A failed ADD leaves nothing (its own cleanup DEL ran;
-/// if that failed too, the attachment is parked for a later DEL).
+/// CNI ADD for a pod; the attachment is written to the pod dir, planned
+/// before ADD runs and complete before the IPs are returned. A failed ADD
+/// leaves nothing (its own cleanup DEL ran; if that failed too, the
+/// attachment is parked for a later DEL).
 pub async fn add(
     cni: &Arc<Cni>,
     state: &Path,
@@ -119,6 +120,10 @@ pub async fn add(
     let list = cni
         .load()
         .map_err(|e| RuntimeError::FailedPrecondition(format!("pod network is not ready: {e}")))?;
+    // Written first: if crustd dies during ADD, the start-up sweep (or a
+    // Stop) DELs what ADD may have made, instead of leaking an address.
+    let path = attachment_path(pod_dir);
+    write_attachment(&path, &cni.planned_attachment(&list, &network))?;
     let cni_task = cni.clone();
     // On its own task: a cancelled RunPodSandbox cannot cut it short.
     let result = tokio::spawn(async move { cni_task.add(&list, &network).await })
@@ -126,10 +131,12 @@ pub async fn add(
         .map_err(|e| RuntimeError::Internal(format!("CNI ADD task: {e}")))?;
     match result {
         Ok(attachment) => {
-            write_attachment(&attachment_path(pod_dir), &attachment)?;
+            write_attachment(&path, &attachment)?;
             Ok(attachment)
         }
         Err(e) => {
+            // ADD undid itself, or its attachment is parked below.
+            let _ = std::fs::remove_file(&path);
             if let Some(pending) = e.pending_attachment() {
                 let dir = pending_dir(state);
                 std::fs::create_dir_all(&dir)?;
