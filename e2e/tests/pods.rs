@@ -753,10 +753,11 @@ fn state_of(e: &cri::ContainerEventResponse, id: &str) -> Option<i32> {
         .map(|s| s.state)
 }
 
-#[tokio::test]
+// Multi-threaded: the client must keep reading while stop_with blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_events_follow_pods_and_containers_through_their_lives() {
     use cri::ContainerEventType::*;
-    let crustd = Crustd::start().await;
+    let mut crustd = Crustd::start().await;
     let mut c = ready(&crustd).await;
     let mut events = c
         .runtime
@@ -844,6 +845,15 @@ async fn container_events_follow_pods_and_containers_through_their_lives() {
     expect_event(&mut events, &quick, ContainerDeletedEvent).await;
     let e = expect_event(&mut events, &pod, ContainerDeletedEvent).await;
     assert!(e.pod_sandbox_status.is_none(), "{e:?}");
+
+    // Open streams end at shutdown instead of holding it up.
+    assert_eq!(crustd.stop_with(Signal::SIGTERM), Some(0));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), late.message())
+            .await
+            .is_ok(),
+        "the event stream outlived crustd"
+    );
 }
 
 #[tokio::test]

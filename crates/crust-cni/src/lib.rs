@@ -212,11 +212,6 @@ impl Cni {
         r
     }
 
-    /// DEL: detaches the pod, with what ADD recorded (the current config
-    /// dir is not read). Every plugin is DELeted even when one fails; the
-    /// first error is returned (DEL is idempotent: retry the whole call
-    /// until it succeeds). When the pod's netns is gone (or is no longer a
-    /// namespace mount), `CNI_NETNS` is left unset so IPAM is still released.
     /// What ADD of `list` for `pod` will record, before it runs: every
     /// plugin with its config and no results. Stored ahead of ADD, it lets
     /// a DEL undo an ADD that a crash cut short (a CNI plugin must accept
@@ -251,6 +246,11 @@ impl Cni {
         }
     }
 
+    /// DEL: detaches the pod, with what ADD recorded (the current config
+    /// dir is not read). Every plugin is DELeted even when one fails; the
+    /// first error is returned (DEL is idempotent: retry the whole call
+    /// until it succeeds). When the pod's netns is gone (or is no longer a
+    /// namespace mount), `CNI_NETNS` is left unset so IPAM is still released.
     pub async fn del(&self, attachment: &Attachment) -> Result<(), CniError> {
         let start = Instant::now();
         let r = self.del_inner(attachment).await;

@@ -25,6 +25,7 @@ pub(crate) fn container_events(pods: Arc<Pods>) -> EventStream {
             let next = tokio::select! {
                 next = events.recv() => next,
                 () = tx.closed() => return,
+                () = pods.lifecycle_streams_ended() => return,
             };
             let item = match next {
                 Ok(event) => Ok(response(&pods, event)),

@@ -72,6 +72,8 @@ pub struct Pods {
     oom_score_adj_min: i64,
     cni: Arc<crust_cni::Cni>,
     lifecycle: tokio::sync::broadcast::Sender<lifecycle::LifecycleEvent>,
+    /// Set at shutdown: event streams end, or they would hold it up.
+    lifecycle_end: tokio::sync::watch::Sender<bool>,
 }
 
 /// crustd's own path, read once at start: once a package upgrade has
@@ -111,6 +113,7 @@ impl Pods {
             oom_score_adj_min,
             cni: Arc::new(cni),
             lifecycle: lifecycle::channel(),
+            lifecycle_end: tokio::sync::watch::Sender::new(false),
         })
     }
 

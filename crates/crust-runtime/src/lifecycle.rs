@@ -39,6 +39,18 @@ impl Pods {
         self.lifecycle.subscribe()
     }
 
+    /// Ends every event stream (at shutdown: a gRPC server waits for its
+    /// open streams, and these never end on their own).
+    pub fn end_lifecycle_streams(&self) {
+        let _ = self.lifecycle_end.send(true);
+    }
+
+    /// Resolves once [`Pods::end_lifecycle_streams`] was called.
+    pub async fn lifecycle_streams_ended(&self) {
+        let mut ended = self.lifecycle_end.subscribe();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+
     pub(crate) fn publish(&self, kind: LifecycleKind, container_id: &str, pod_id: &str) {
         // No subscriber is not an error.
         let _ = self.lifecycle.send(LifecycleEvent {

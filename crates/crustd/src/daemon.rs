@@ -99,6 +99,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
     );
     tokio::spawn(pods.clone().handle_events(events));
+    tokio::spawn({
+        let (pods, stop) = (pods.clone(), wait_stop());
+        async move {
+            stop.await;
+            pods.end_lifecycle_streams();
+        }
+    });
     // Before serving: what a crash left half made has no record, just like
     // what a running RunPodSandbox or CreateContainer is making.
     pods.sweep_orphans().await;
