@@ -18,52 +18,99 @@ use crate::Pods;
 /// How long killed processes may take to go before their mounts are undone.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// What a crash left half made, found before the socket serves (when
+/// nothing can be in the making) and removed afterwards in the background.
+pub struct Orphans {
+    pods: Vec<PathBuf>,
+    bundles: Vec<PathBuf>,
+}
+
 impl Pods {
-    /// Must run before the CRI socket serves: a pod or container being made
-    /// has no record yet either.
-    pub async fn sweep_orphans(&self) {
-        let pods: HashSet<String> = match self.store.list::<SandboxRecord>() {
-            Ok(list) => list.into_iter().map(|r| r.id).collect(),
-            Err(_) => return,
+    /// Pod dirs and container bundles without a record. Must run before
+    /// the CRI socket serves: a pod or container being made has no record
+    /// yet either. Ids are random, so no new one can collide later.
+    pub fn find_orphans(&self) -> Orphans {
+        let known = |ids: Result<Vec<String>, crust_store::StoreError>| -> Option<HashSet<String>> {
+            ids.ok().map(|v| v.into_iter().collect())
         };
-        for dir in subdirs(&self.config.state.join("pods")) {
-            if !is_known(&dir, &pods) {
-                tracing::warn!(dir = %dir.display(), "removing a pod a crashed crustd left half made");
-                self.remove_orphan_pod(&dir).await;
-            }
+        let state = std::fs::canonicalize(&self.config.state).unwrap_or(self.config.state.clone());
+        let pods = known(
+            self.store
+                .list::<SandboxRecord>()
+                .map(|l| l.into_iter().map(|r| r.id).collect()),
+        );
+        let containers = known(
+            self.store
+                .list::<ContainerRecord>()
+                .map(|l| l.into_iter().map(|r| r.id).collect()),
+        );
+        let unknown = |dir: PathBuf, ids: &Option<HashSet<String>>| {
+            subdirs(&dir)
+                .into_iter()
+                .filter(|d| ids.as_ref().is_some_and(|ids| !is_known(d, ids)))
+                .collect::<Vec<_>>()
+        };
+        Orphans {
+            pods: unknown(state.join("pods"), &pods),
+            bundles: unknown(state.join("containers"), &containers),
         }
-        let containers: HashSet<String> = match self.store.list::<ContainerRecord>() {
-            Ok(list) => list.into_iter().map(|r| r.id).collect(),
-            Err(_) => return,
-        };
-        for bundle in subdirs(&self.config.state.join("containers")) {
-            if !is_known(&bundle, &containers) {
-                tracing::warn!(bundle = %bundle.display(), "removing a container a crashed crustd left half made");
-                let id = bundle
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                self.remove_bundle(&ContainerRecord {
-                    id,
-                    bundle: bundle.display().to_string(),
-                    ..Default::default()
-                });
-            }
+    }
+
+    /// Undoes them: each pod's processes, network, mounts and dir; each
+    /// bundle's rootfs mount, writable layer and dir.
+    pub async fn remove_orphans(&self, orphans: Orphans) {
+        for bundle in orphans.bundles {
+            tracing::warn!(bundle = %bundle.display(), "removing a container a crashed crustd left half made");
+            let id = file_name(&bundle);
+            self.remove_bundle(&ContainerRecord {
+                id,
+                bundle: bundle.display().to_string(),
+                ..Default::default()
+            });
+        }
+        for dir in orphans.pods {
+            tracing::warn!(dir = %dir.display(), "removing a pod a crashed crustd left half made");
+            self.remove_orphan_pod(&dir).await;
         }
     }
 
     async fn remove_orphan_pod(&self, dir: &Path) {
-        kill_processes_of(dir);
+        let shims: Vec<PathBuf> = self
+            .config
+            .runtime
+            .handlers
+            .values()
+            .filter_map(|h| crate::shim::resolve_binary(&h.shim).ok())
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect();
+        let killed = kill_processes_of(dir, &file_name(dir), &shims);
+        let deadline = Instant::now() + KILL_WAIT;
+        while Instant::now() < deadline
+            && killed
+                .iter()
+                .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let attachment = crate::network::attachment_path(dir);
         if let Err(e) = crate::network::del(&self.cni, &attachment).await {
             tracing::warn!(dir = %dir.display(), error = %e, "network teardown of an orphaned pod failed; parked for retry");
             self.park_attachment(&attachment, dir);
         }
-        unmount_under(dir);
+        if !unmount_under(dir) {
+            tracing::warn!(dir = %dir.display(), "mounts remain under an orphaned pod's state; leaving it");
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an orphaned pod's state");
         }
     }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -78,44 +125,64 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn is_known(dir: &Path, ids: &HashSet<String>) -> bool {
-    dir.file_name()
-        .is_some_and(|n| ids.contains(n.to_string_lossy().as_ref()))
+    ids.contains(&file_name(dir))
 }
 
-/// SIGKILLs the processes started for a pod dir: those working in it (its
-/// shim runs there) or naming it (a pod init), then waits for them to go.
-fn kill_processes_of(dir: &Path) {
-    let needle = dir.as_os_str().as_encoded_bytes();
+/// SIGKILLs what was started for pod `id` in `dir`, and nothing else: its
+/// shim (one of `shims`, working in the dir), its pod init (`crustd
+/// pod-init --pod <dir>`), and a CNI plugin the crash left running
+/// (`CNI_CONTAINERID=<id>` in its environment). Returns their pids.
+fn kill_processes_of(dir: &Path, id: &str, shims: &[PathBuf]) -> Vec<i32> {
+    let dir_arg = dir.as_os_str().as_encoded_bytes();
+    let cni_env = format!("CNI_CONTAINERID={id}");
     let mut killed = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return killed;
     };
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let in_dir = std::fs::read_link(entry.path().join("cwd")).is_ok_and(|c| c.starts_with(dir));
-        let names_dir = std::fs::read(entry.path().join("cmdline"))
-            .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle));
-        if (in_dir || names_dir) && pid != std::process::id() as i32 {
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let proc = entry.path();
+        let exe = std::fs::read_link(proc.join("exe")).unwrap_or_default();
+        let shim =
+            std::fs::read_link(proc.join("cwd")).is_ok_and(|c| c == dir) && shims.contains(&exe);
+        let args = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+        let pod_init = args.contains(&b"pod-init".as_slice()) && args.contains(&dir_arg);
+        let cni_plugin = std::fs::read(proc.join("environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == cni_env.as_bytes()));
+        if shim || pod_init || cni_plugin {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             killed.push(pid);
         }
     }
-    let deadline = Instant::now() + KILL_WAIT;
-    while Instant::now() < deadline
-        && killed
-            .iter()
-            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    killed
 }
 
-/// Detaches every mount at or below `dir`, deepest first.
-fn unmount_under(dir: &Path) {
+/// Detaches every mount at or below `dir`, deepest first, a few rounds
+/// (mounts may be stacked); whether none is left.
+fn unmount_under(dir: &Path) -> bool {
+    for _ in 0..8 {
+        let points = mounts_under(dir);
+        if points.is_empty() {
+            return true;
+        }
+        for p in points {
+            if let Err(e) = umount2(&p, MntFlags::MNT_DETACH) {
+                tracing::warn!(mount = %p.display(), error = %e, "cannot unmount");
+            }
+        }
+    }
+    mounts_under(dir).is_empty()
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+        return Vec::new();
     };
     let mut points: Vec<PathBuf> = info
         .lines()
@@ -124,12 +191,7 @@ fn unmount_under(dir: &Path) {
         .filter(|p| p.starts_with(dir))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    points.dedup();
-    for p in points {
-        if let Err(e) = umount2(&p, MntFlags::MNT_DETACH) {
-            tracing::warn!(mount = %p.display(), error = %e, "cannot unmount");
-        }
-    }
+    points
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.

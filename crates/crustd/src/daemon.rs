@@ -106,13 +106,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             pods.end_lifecycle_streams();
         }
     });
-    // Before serving: what a crash left half made has no record, just like
-    // what a running RunPodSandbox or CreateContainer is making.
-    pods.sweep_orphans().await;
-    // Network teardowns that failed before the last stop are retried.
+    // Found before serving: what a crash left half made has no record, just
+    // like what a running RunPodSandbox or CreateContainer is making.
+    let orphans = pods.find_orphans();
+    // Undone in the background, as are network teardowns that failed
+    // before the last stop.
     tokio::spawn({
         let pods = pods.clone();
-        async move { pods.recover().await }
+        async move {
+            pods.remove_orphans(orphans).await;
+            pods.recover().await
+        }
     });
     let (streaming, serve_streaming) = crust_stream::StreamServer::bind(
         crust_stream::Options::from_config(&config.streaming),
