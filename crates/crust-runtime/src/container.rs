@@ -516,7 +516,8 @@ impl Pods {
                 Err(e) => {
                     // The shim is gone, and with it what became of the process.
                     tracing::warn!(container_id = %record.id, error = %e, "container state unknown");
-                    self.store
+                    let written = self
+                        .store
                         .write(|tx| {
                             if let Some(mut r) = tx.get::<ContainerRecord>(&record.id)? {
                                 r.state = ContainerState::Unknown;
@@ -525,7 +526,12 @@ impl Pods {
                             }
                             Ok(())
                         })
-                        .map_err(RuntimeError::from)
+                        .map_err(RuntimeError::from);
+                    // No longer running: an evented PLEG must look again.
+                    if written.is_ok() {
+                        self.publish(LifecycleKind::Stopped, &record.id, &record.sandbox_id);
+                    }
+                    written
                 }
             };
             if let Err(e) = result {

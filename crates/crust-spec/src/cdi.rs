@@ -157,6 +157,10 @@ fn parse_name(name: &str) -> Result<(&str, &str), SpecError> {
     Ok((kind, device))
 }
 
+fn libc_o_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
 fn check_kind(kind: &str) -> Result<(), String> {
     let (vendor, class) = kind
         .split_once('/')
@@ -214,7 +218,13 @@ fn load(dirs: &[PathBuf]) -> (Vec<Loaded>, Vec<String>) {
 }
 
 fn read_spec(path: &Path) -> Result<SpecFile, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO named *.json must not hang CreateContainer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nonblock())
+        .open(path)
+        .map_err(|e| e.to_string())?;
     if !file.metadata().map_err(|e| e.to_string())?.is_file() {
         return Err("not a regular file".into());
     }
@@ -353,12 +363,13 @@ pub(crate) fn apply(spec: &mut Spec, names: &[String], edits: &[Edits]) -> Resul
         for node in &e.device_nodes {
             let path = container_path(name, "deviceNode path", &node.path)?;
             let host = Path::new(node.host_path.as_deref().unwrap_or(&node.path));
-            let mut dev = match (&node.typ, node.major, node.minor) {
-                (Some(t), Some(major), Some(minor)) => LinuxDeviceBuilder::default()
+            // Go's CDI tooling omits a zero minor (omitempty).
+            let mut dev = match (&node.typ, node.major) {
+                (Some(t), Some(major)) => LinuxDeviceBuilder::default()
                     .path(path)
                     .typ(device_type(name, t)?)
                     .major(major)
-                    .minor(minor)
+                    .minor(node.minor.unwrap_or(0))
                     .build()?,
                 _ => device_from_host(host)?,
             };
@@ -379,15 +390,18 @@ pub(crate) fn apply(spec: &mut Spec, names: &[String], edits: &[Edits]) -> Resul
                     format!("device permissions {access:?}: expected some of r, w, m"),
                 ));
             }
-            rules.push(
-                LinuxDeviceCgroupBuilder::default()
-                    .allow(true)
-                    .typ(dev.typ())
-                    .major(dev.major())
-                    .minor(dev.minor())
-                    .access(access)
-                    .build()?,
-            );
+            // The device cgroup knows block and character devices only.
+            if matches!(dev.typ(), LinuxDeviceType::B | LinuxDeviceType::C) {
+                rules.push(
+                    LinuxDeviceCgroupBuilder::default()
+                        .allow(true)
+                        .typ(dev.typ())
+                        .major(dev.major())
+                        .minor(dev.minor())
+                        .access(access)
+                        .build()?,
+                );
+            }
             devices.retain(|d| d.path() != dev.path());
             devices.push(dev);
         }
@@ -424,6 +438,10 @@ pub(crate) fn apply(spec: &mut Spec, names: &[String], edits: &[Edits]) -> Resul
         }
     }
 
+    // Parents before children, as Go's CDI orders them: a CDI mount that is
+    // the parent of a CRI mount must not hide it. Stable, so the rest keeps
+    // its order.
+    mounts.sort_by_key(|m| m.destination().components().count());
     user.set_additional_gids((!gids.is_empty()).then_some(gids));
     process.set_user(user);
     process.set_env(Some(env));
@@ -628,6 +646,44 @@ devices:
         let (_root, dirs) = dirs_with(&[("run", "a.json", run), ("run", "b.json", run)]);
         let e = resolve(&names, &dirs).unwrap_err().to_string();
         assert!(e.contains("a.json") && e.contains("b.json"), "{e}");
+    }
+
+    #[test]
+    fn go_style_specs_fifos_and_mount_order() {
+        // A zero minor left out (Go's omitempty), a FIFO node (no cgroup
+        // rule), a parent mount after a child one.
+        let spec = r#"{"cdiVersion":"0.6.0","kind":"vendor.example/x","devices":[{"name":"a","containerEdits":{
+            "deviceNodes":[{"path":"/dev/x0","type":"c","major":240},{"path":"/dev/xp","type":"p","major":0}],
+            "mounts":[{"hostPath":"/opt/x","containerPath":"/usr"}]}}]}"#;
+        let (root, dirs) = dirs_with(&[("etc", "x.json", spec)]);
+        // A FIFO named like a spec is skipped, not waited on.
+        nix::unistd::mkfifo(
+            &root.path().join("etc/fifo.json"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
+        let names = vec!["vendor.example/x=a".to_string()];
+        let edits = resolve(&names, &dirs).unwrap();
+        let mut spec: Spec = base_spec();
+        spec.set_mounts(Some(vec![
+            MountBuilder::default()
+                .destination("/usr/lib/child")
+                .source("/srv")
+                .build()
+                .unwrap(),
+        ]));
+        apply(&mut spec, &names, &edits).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["linux"]["devices"][0]["minor"], 0);
+        let rules = json["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        let order: Vec<&str> = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(order, ["/usr", "/usr/lib/child"]);
     }
 
     #[test]
