@@ -252,6 +252,31 @@ async fn socket_held_by_a_live_server_is_refused() {
 }
 
 #[tokio::test]
+async fn a_state_dir_held_by_a_live_crustd_is_refused() {
+    let first = Crustd::start().await;
+    let other = tempfile::tempdir_in("/var/tmp").unwrap();
+    let config = other.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "root: {}/root\nstate: {}\nsocket: {}/crust.sock\nmetrics:\n  address: \"\"\n",
+            other.path().display(),
+            first.dir.path().join("state").display(),
+            other.path().display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_crustd(&["--config", config.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("in use by another crustd"), "{out}");
+    let mut c = first.client().await;
+    c.runtime
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn invalid_config_is_refused_naming_key_and_line() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let config = dir.path().join("config.yaml");

@@ -1,6 +1,6 @@
 //! The daemon's life: prepare dirs, open the store, serve, shut down.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,23 @@ use tokio_stream::wrappers::UnixListenerStream;
 /// kubelet's own limit for CRI messages (ExecSync output can be large).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+fn lock_state_dir(state: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = state.join("crustd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "state dir {} is in use by another crustd ({e}); give each crustd its own state dir",
+            state.display()
+        )
+    })
+}
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,6 +48,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     prepare_private_dir(&config.root, "root")?;
     prepare_private_dir(&config.state, "state")?;
+    // Held for crustd's life: two crustds sharing a state dir would take
+    // each other's pods for debris (the store's lock guards the root only).
+    let _state_lock = lock_state_dir(&config.state)?;
     let store = Arc::new(Store::open(&config.root)?);
     let snapshots = Arc::new(Snapshotter::new(&config.root.join("snapshots"))?);
     let images = Arc::new(Images::open(
