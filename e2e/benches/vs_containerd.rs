@@ -12,10 +12,11 @@
 //!
 //! Run: hack/bench.sh vs_containerd   (skips when containerd is missing)
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crust_e2e::containerd::Containerd;
 use crust_e2e::cri::image_service_client::ImageServiceClient;
 use crust_e2e::cri::runtime_service_client::RuntimeServiceClient;
 use crust_e2e::{
@@ -36,37 +37,15 @@ fn bridge_conflist(name: &str, bridge: &str, subnet: &str) -> String {
     )
 }
 
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let d = dir.path().display();
-        std::fs::create_dir_all(dir.path().join("cni")).unwrap();
-        std::fs::write(
-            dir.path().join("cni/10-bench.conflist"),
-            bridge_conflist("crust-bench-ctrd", "crustbc1", "10.231.2.0/24"),
-        )
-        .unwrap();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  # This VM refuses to lower oom_score_adj (crustd clamps the same way).
+/// containerd's CRI plugin set up like crustd (`{dir}`: its temp dir).
+fn start_containerd() -> Containerd {
+    let cri = format!(
+        r#"  # This VM refuses to lower oom_score_adj (crustd clamps the same way).
   restrict_oom_score_adj = true
   sandbox_image = "{pause}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "{d}/cni"
+    conf_dir = "{{dir}}/cni"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."127.0.0.1:5099"]
     endpoint = ["http://127.0.0.1:5099"]
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -76,38 +55,10 @@ state = "{d}/state"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
     SystemdCgroup = false
 "#,
-            pause = image_ref(PAUSE)
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let socket = dir.path().join("containerd.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Containerd { child, dir }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("containerd.sock")
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        crust_e2e::kill_processes_mentioning(self.dir.path());
-        crust_e2e::unmount_everything_under(self.dir.path());
-    }
+        pause = image_ref(PAUSE)
+    );
+    let conflist = bridge_conflist("crust-bench-ctrd", "crustbc1", "10.231.2.0/24");
+    Containerd::start(&cri, &[("cni/10-bench.conflist", &conflist)])
 }
 
 /// Processes whose command line mentions `needle`, with their RSS.
@@ -291,7 +242,7 @@ async fn main() {
     )
     .await;
 
-    let containerd = Containerd::start();
+    let containerd = start_containerd();
     let socket = containerd.socket();
     let address = socket.display().to_string();
     let ctrd = measure(&socket, containerd.child.id(), &crustd, "ctrd", || {

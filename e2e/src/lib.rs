@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1 as cri;
 
+pub mod containerd;
 pub mod streaming;
 
 /// A process's resident set size in KiB (0 when it cannot be read), for

@@ -3,60 +3,10 @@
 //! one here wrote. Skipped, with a message, where containerd is missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crust_e2e::containerd::Containerd;
 use crust_e2e::{crustd_binary, image_ref};
-
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let d = dir.path().display();
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n"
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let socket = dir.path().join("containerd.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Containerd { child, dir }
-    }
-
-    fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.dir.path().join("containerd.sock"))
-            .args(["-n", "crust-e2e"])
-            .args(args)
-            .output()
-            .expect("run ctr")
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        crust_e2e::kill_processes_mentioning(self.dir.path());
-        crust_e2e::unmount_everything_under(self.dir.path());
-    }
-}
 
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
@@ -78,7 +28,7 @@ fn crust_shim_runs_containers_for_containerd() {
     }
     let shim = shim_binary();
     assert!(Path::new(&shim).is_file(), "{}", shim.display());
-    let containerd = Containerd::start();
+    let containerd = Containerd::start("", &[]);
     let image = image_ref("crust-test/busybox:latest");
     let pulled = containerd.ctr(&["images", "pull", "--plain-http", &image]);
     assert!(
