@@ -12,7 +12,7 @@
 //!
 //! Run: hack/bench.sh vs_containerd   (skips when containerd is missing)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crust_e2e::containerd::Containerd;
 use crust_e2e::cri::image_service_client::ImageServiceClient;
 use crust_e2e::cri::runtime_service_client::RuntimeServiceClient;
 use crust_e2e::{
-    CriClient, Crustd, CrustdOptions, container_config, image_ref, pod_config, rss_kib,
+    CriClient, Crustd, CrustdOptions, container_config, cri, image_ref, pod_config, rss_kib,
 };
 
 const SEQUENTIAL: usize = 30;
@@ -99,9 +99,10 @@ async fn client(socket: &Path) -> CriClient {
     }
 }
 
-async fn start_pod(socket: &Path, crustd: &Crustd, name: String) -> (String, Duration) {
-    let mut c = client(socket).await;
-    let config = pod_config(crustd, &name);
+/// Starts pod `config` with a busybox sleep in it; returns its id and the
+/// time taken.
+async fn start_pod(socket: PathBuf, config: cri::PodSandboxConfig) -> (String, Duration) {
+    let mut c = client(&socket).await;
     let start = Instant::now();
     let pod = c.run_pod(&config).await;
     c.run_container(
@@ -134,16 +135,17 @@ async fn measure(
     c.pull(&image_ref(BUSYBOX)).await.unwrap();
     c.pull(&image_ref(PAUSE)).await.unwrap();
     // One pod first, so that neither side's first-call setup is timed.
-    let (warm, _) = start_pod(socket, crustd, format!("{tag}-warm")).await;
+    let pod = |name: String| start_pod(socket.to_path_buf(), pod_config(crustd, &name));
+    let (warm, _) = pod(format!("{tag}-warm")).await;
     c.remove_pod(&warm).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_empty = rss_kib(pid);
     let mut times = Vec::new();
     let mut pods = Vec::new();
     for i in 0..SEQUENTIAL {
-        let (pod, t) = start_pod(socket, crustd, format!("{tag}-seq{i}")).await;
+        let (id, t) = pod(format!("{tag}-seq{i}")).await;
         times.push(t);
-        pods.push(pod);
+        pods.push(id);
     }
     // Idle shims settle (crust-shim trims itself after its last call).
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -151,22 +153,7 @@ async fn measure(
     let per_pod = overhead() / SEQUENTIAL as u64;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..CONCURRENT {
-        let socket = socket.to_path_buf();
-        let name = format!("{tag}-par{i}");
-        // The pods borrow nothing from this task but the daemon's paths.
-        let config = pod_config(crustd, &name);
-        tasks.spawn(async move {
-            let mut c = client(&socket).await;
-            let start = Instant::now();
-            let pod = c.run_pod(&config).await;
-            c.run_container(
-                &pod,
-                &config,
-                container_config("sleep", &image_ref(BUSYBOX), &["sleep", "3600"]),
-            )
-            .await;
-            (pod, start.elapsed())
-        });
+        tasks.spawn(pod(format!("{tag}-par{i}")));
     }
     let mut concurrent = Vec::new();
     while let Some(r) = tasks.join_next().await {

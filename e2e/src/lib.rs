@@ -182,6 +182,31 @@ impl Crustd {
         }
     }
 
+    /// RunPodSandbox of pods `{prefix}0`..`{prefix}{n-1}` at once, each on
+    /// its own connection, left running (for tests that kill crustd
+    /// mid-way; more tasks may be added to the set).
+    pub async fn run_pods_in_background(
+        &self,
+        prefix: &str,
+        n: usize,
+    ) -> tokio::task::JoinSet<Result<(), tonic::Status>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let config = pod_config(self, &format!("{prefix}{i}"));
+            let mut c = self.client().await;
+            tasks.spawn(async move {
+                c.runtime
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(config),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            });
+        }
+        tasks
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -477,20 +477,7 @@ async fn a_crash_during_network_setup_leaks_no_address() {
     c.pull(&image_ref("crust-test/busybox:latest"))
         .await
         .unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..6 {
-        let cfg = pod_config(&crustd, &format!("crash{i}"));
-        let mut c = crustd.client().await;
-        tasks.spawn(async move {
-            c.runtime
-                .run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(cfg),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .map(drop)
-        });
-    }
+    let mut tasks = crustd.run_pods_in_background("crash", 6).await;
     // Long enough for some ADDs to be running, not all to be done.
     tokio::time::sleep(std::time::Duration::from_millis(120)).await;
     crustd.stop_with(Signal::SIGKILL);

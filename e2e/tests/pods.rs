@@ -997,20 +997,7 @@ async fn a_crash_while_pods_are_being_made_leaves_nothing_half_made() {
         let cfg = pod_config(&crustd, &format!("before{i}"));
         made.push((c.run_pod(&cfg).await, cfg));
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..4 {
-        let cfg = pod_config(&crustd, &format!("during{i}"));
-        let mut c = crustd.client().await;
-        tasks.spawn(async move {
-            c.runtime
-                .run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(cfg),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .map(drop)
-        });
-    }
+    let mut tasks = crustd.run_pods_in_background("during", 4).await;
     for (pod, cfg) in &made {
         let mut c = crustd.client().await;
         let (pod, cfg) = (pod.clone(), cfg.clone());
