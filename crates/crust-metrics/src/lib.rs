@@ -4,8 +4,10 @@
 //! [`GrpcObserveLayer`] wraps the gRPC server so each call is counted by
 //! method and gRPC code, timed, and run inside a tracing span that handlers
 //! fill with the pod, container or image they act on. [`serve`] answers
-//! `GET /metrics` in the Prometheus text format.
+//! `GET /metrics` in the Prometheus text format. [`accept`] is how every
+//! crustd listener accepts: backoff on errors, rate-limited logs, caps.
 
+pub mod accept;
 mod grpc;
 mod http_server;
 
@@ -19,7 +21,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use grpc::GrpcObserveLayer;
-pub use http_server::serve;
+pub use http_server::{Limits, serve};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcCodeLabels {
