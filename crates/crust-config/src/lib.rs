@@ -70,6 +70,10 @@ pub struct RegistriesConfig {
     pub ca_files: Vec<PathBuf>,
     pub max_concurrent_downloads: usize,
     pub pull_progress_timeout_seconds: u64,
+    /// Largest uncompressed size of one layer: a layer whose decompressed
+    /// stream grows past it is refused while it unpacks (decompression
+    /// bombs never fill the disk).
+    pub max_layer_uncompressed_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +152,13 @@ impl Default for Config {
     }
 }
 
+/// 64 GiB: far above any real layer (the largest CUDA/ML layers are a few
+/// tens of GiB uncompressed), far below what a gzip bomb would expand to.
+pub const DEFAULT_MAX_LAYER_UNCOMPRESSED_BYTES: u64 = 64 << 30;
+
+/// The smallest `registries.max_layer_uncompressed_bytes` accepted.
+pub const MIN_MAX_LAYER_UNCOMPRESSED_BYTES: u64 = 1 << 20;
+
 impl Default for RegistriesConfig {
     fn default() -> Self {
         RegistriesConfig {
@@ -157,6 +168,7 @@ impl Default for RegistriesConfig {
             ca_files: Vec::new(),
             max_concurrent_downloads: 4,
             pull_progress_timeout_seconds: 60,
+            max_layer_uncompressed_bytes: DEFAULT_MAX_LAYER_UNCOMPRESSED_BYTES,
         }
     }
 }
@@ -290,6 +302,12 @@ impl Config {
         }
         if r.pull_progress_timeout_seconds == 0 {
             return Err("registries.pull_progress_timeout_seconds must be above 0".into());
+        }
+        if r.max_layer_uncompressed_bytes < MIN_MAX_LAYER_UNCOMPRESSED_BYTES {
+            return Err(format!(
+                "registries.max_layer_uncompressed_bytes must be at least {MIN_MAX_LAYER_UNCOMPRESSED_BYTES} (1 MiB), got {}",
+                r.max_layer_uncompressed_bytes
+            ));
         }
         for (host, mirrors) in &r.mirrors {
             if host.is_empty() || host.contains('/') {
@@ -552,6 +570,20 @@ mod tests {
     fn download_concurrency_is_bounded() {
         assert!(Config::from_yaml("registries:\n  max_concurrent_downloads: 0\n", "t").is_err());
         assert!(Config::from_yaml("registries:\n  max_concurrent_downloads: 8\n", "t").is_ok());
+        let err = Config::from_yaml("registries:\n  max_layer_uncompressed_bytes: 4096\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_layer_uncompressed_bytes"), "{err}");
+        let c = Config::from_yaml(
+            "registries:\n  max_layer_uncompressed_bytes: 4194304\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.registries.max_layer_uncompressed_bytes, 4 << 20);
+        assert_eq!(
+            Config::default().registries.max_layer_uncompressed_bytes,
+            64 << 30
+        );
     }
 
     #[test]

@@ -23,5 +23,7 @@ mod unpack;
 mod usage;
 
 pub use snapshot::{PendingLayer, RwSnapshot, SnapshotError, Snapshotter};
-pub use unpack::{MAX_ENTRIES, MAX_PATH_LEN, UnpackError, UnpackStats, unpack_layer};
+pub use unpack::{
+    MAX_ENTRIES, MAX_PATH_LEN, UnpackError, UnpackStats, unpack_layer, unpack_layer_capped,
+};
 pub use usage::{Usage, dir_usage};

@@ -81,6 +81,10 @@ pub enum UnpackError {
     Refused { path: String, reason: String },
     #[error("layer has more than {limit} entries; refusing to unpack it")]
     TooManyEntries { limit: u64 },
+    #[error(
+        "layer decompresses to more than {limit} bytes (registries.max_layer_uncompressed_bytes); refusing to unpack it"
+    )]
+    TooLarge { limit: u64 },
     #[error("layer entry {path:?} has unsupported tar type {kind}")]
     Unsupported { path: String, kind: String },
     #[error("layer entry {path:?}: {op}: {source}")]
@@ -120,13 +124,52 @@ fn lossy(b: &[u8]) -> String {
 /// paths with a `..` component are refused. On error the unpack stops and
 /// `dest` holds a partial tree; callers unpack into a temp dir and discard it.
 pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<UnpackStats, UnpackError> {
-    unpack_limited(reader, dest, MAX_ENTRIES)
+    unpack_limited(reader, dest, MAX_ENTRIES, u64::MAX)
+}
+
+/// [`unpack_layer`], refusing a stream longer than `max_bytes` (the layer's
+/// uncompressed size: headers, content and padding) as soon as it reads
+/// past it, so a decompression bomb stops before it fills the disk. The
+/// limit covers the read to the stream's end too.
+pub fn unpack_layer_capped(
+    reader: impl Read,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<UnpackStats, UnpackError> {
+    unpack_limited(reader, dest, MAX_ENTRIES, max_bytes)
+}
+
+/// Counts what passes; reading past `limit` fails (and says so in `over`).
+struct Capped<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+    over: bool,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.over {
+            return Err(io::Error::other("layer size limit exceeded"));
+        }
+        // Ask for at most one byte past the limit: enough to know.
+        let room = self.limit.saturating_sub(self.read).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            self.over = true;
+            return Err(io::Error::other("layer size limit exceeded"));
+        }
+        Ok(n)
+    }
 }
 
 fn unpack_limited(
     reader: impl Read,
     dest: &Path,
     max_entries: u64,
+    max_bytes: u64,
 ) -> Result<UnpackStats, UnpackError> {
     let root = nix::fcntl::open(
         dest,
@@ -146,8 +189,17 @@ fn unpack_limited(
         buf: vec![0; COPY_BUF],
         max_entries,
     };
-    u.run(reader)?;
-    Ok(u.stats)
+    let mut capped = Capped {
+        inner: reader,
+        read: 0,
+        limit: max_bytes,
+        over: false,
+    };
+    match u.run(&mut capped) {
+        Err(_) if capped.over => Err(UnpackError::TooLarge { limit: max_bytes }),
+        Err(e) => Err(e),
+        Ok(()) => Ok(u.stats),
+    }
 }
 
 /// One entry's header, with PAX and GNU overrides applied.

@@ -504,7 +504,7 @@ fn entry_count_is_limited() {
     for i in 0..11 {
         t.dir(&format!("d{i}/"));
     }
-    match unpack_limited(&t.bytes()[..], a.path(), 10) {
+    match unpack_limited(&t.bytes()[..], a.path(), 10, u64::MAX) {
         Err(e @ UnpackError::TooManyEntries { .. }) => {
             assert!(e.to_string().contains("more than 10 entries"))
         }
@@ -517,7 +517,7 @@ fn entry_count_is_limited() {
         t.raw(&g, b"");
     }
     assert!(matches!(
-        unpack_limited(&t.bytes()[..], a.path(), 10),
+        unpack_limited(&t.bytes()[..], a.path(), 10, u64::MAX),
         Err(UnpackError::TooManyEntries { limit: 10 })
     ));
     assert_eq!(MAX_ENTRIES, 1_000_000);
@@ -776,4 +776,37 @@ fn pax_time_parsing() {
     assert_eq!(t("-1.5"), Some((-2, 500_000_000)));
     assert_eq!(t("x"), None);
     assert_eq!(t("1.x"), None);
+}
+
+#[test]
+fn uncompressed_size_limit_stops_the_unpack() {
+    require_root!();
+    let a = tempfile::tempdir().unwrap();
+    // 8 MiB of zeros: what a gzip bomb expands to, in small.
+    let big = vec![0u8; 8 << 20];
+    let mut t = Tar::default();
+    t.file("small", b"ok").file("big", &big).file("after", b"x");
+    let data = t.bytes();
+    let err = unpack_layer_capped(&data[..], a.path(), 1 << 20).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TooLarge { limit } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("max_layer_uncompressed_bytes"),
+        "{err}"
+    );
+    // It stopped at the limit: no more than the limit was written.
+    let written = fs::metadata(a.path().join("big")).map_or(0, |m| m.len());
+    assert!(written <= 1 << 20, "{written} bytes written past the limit");
+    assert!(!a.path().join("after").exists());
+    // A stream exactly at the limit (end-of-archive blocks included) is fine.
+    let b = tempfile::tempdir().unwrap();
+    unpack_layer_capped(&data[..], b.path(), data.len() as u64).unwrap();
+    assert_eq!(fs::metadata(b.path().join("big")).unwrap().len(), 8 << 20);
+    let c = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        unpack_layer_capped(&data[..], c.path(), data.len() as u64 - 1),
+        Err(UnpackError::TooLarge { .. })
+    ));
 }
