@@ -56,6 +56,16 @@ pub enum SpecError {
     #[error("{path:?} inside the rootfs is {size} bytes, over the {limit} byte limit")]
     TooLarge { path: String, size: u64, limit: u64 },
 
+    /// A list from an image config or a CRI request is over one of
+    /// [`crate::limits`]'s bounds.
+    #[error("{list} has {actual} {unit}, over crust's limit of {limit}")]
+    TooMany {
+        list: String,
+        actual: usize,
+        limit: usize,
+        unit: &'static str,
+    },
+
     #[error("building the OCI spec: {0}")]
     Build(#[from] oci_spec::OciSpecError),
 }

@@ -26,6 +26,7 @@
 
 mod cdi;
 mod error;
+pub mod limits;
 mod lsm;
 mod mounts;
 mod process;
@@ -47,7 +48,7 @@ pub use error::SpecError;
 pub use lsm::{APPARMOR_DEFAULT_PROFILE, SecurityModules, apparmor_profile_loaded};
 pub use mounts::{image_volumes, recursive_read_only_supported};
 pub use oci_spec::runtime::{LinuxDevice, Spec};
-pub use resources::device_from_host;
+pub use resources::{check_cgroup_parent, check_container_resources, device_from_host};
 pub use rootfs::read_in_root;
 pub use security::check_pod_sysctls;
 pub use user::parse_uid;
@@ -197,6 +198,10 @@ pub fn container_spec_with(
     targets: &Targets,
 ) -> Result<Spec, SpecError> {
     security::check_container_id(container)?;
+    // Bounds first: everything below is linear in these lists at best.
+    limits::check_image_config(image.config)?;
+    limits::check_container_config(config)?;
+    limits::check_pod_config(pod)?;
     let default_sc = LinuxContainerSecurityContext::default();
     let sc = config
         .linux

@@ -17,14 +17,7 @@ use crate::{CgroupDriver, SandboxFacts, SpecError};
 /// `<slice>:cri-crust:<id>` (default `system.slice`), as containerd.
 pub(crate) fn cgroups_path(sandbox: &SandboxFacts, id: &str) -> Result<String, SpecError> {
     let parent = sandbox.cgroup_parent.as_str();
-    reject_control("cgroup_parent", parent)?;
-    if parent.split('/').any(|p| p == "..") {
-        return Err(SpecError::invalid(
-            "cgroup_parent",
-            parent,
-            "must not contain '..'",
-        ));
-    }
+    check_cgroup_parent(parent)?;
     match sandbox.cgroup_driver {
         CgroupDriver::Cgroupfs => {
             let parent = parent.trim_end_matches('/');
@@ -54,6 +47,21 @@ pub(crate) fn cgroups_path(sandbox: &SandboxFacts, id: &str) -> Result<String, S
             Ok(format!("{slice}:cri-crust:{id}"))
         }
     }
+}
+
+/// The one check of a pod's cgroup_parent, for RunPodSandbox (which makes
+/// and later removes it) and CreateContainer alike: no control characters
+/// and no `..`, so it names a cgroup below the hierarchy's root.
+pub fn check_cgroup_parent(parent: &str) -> Result<(), SpecError> {
+    reject_control("cgroup_parent", parent)?;
+    if parent.split('/').any(|p| p == "..") {
+        return Err(SpecError::invalid(
+            "cgroup_parent",
+            parent,
+            "must not contain '..'",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) struct Resources {
@@ -105,6 +113,16 @@ fn unified_key(k: &str) -> Result<(), SpecError> {
         ));
     }
     Ok(())
+}
+
+/// Validates resources the way CreateContainer does, for
+/// UpdateContainerResources: the same checks ([`resources`]) on the same
+/// fields, so an update cannot set what a create would refuse (a
+/// `unified` key naming a path outside the container's cgroup, a
+/// negative limit, a malformed cpuset).
+pub fn check_container_resources(r: &LinuxContainerResources) -> Result<(), SpecError> {
+    crate::limits::check_resources("linux", r)?;
+    resources(Some(r), -1000).map(|_| ())
 }
 
 pub(crate) fn resources(
@@ -673,7 +691,39 @@ mod tests {
         ];
         for r in bad {
             assert!(resources(Some(&r), -1000).is_err(), "{r:?}");
+            // UpdateContainerResources refuses the same.
+            assert!(check_container_resources(&r).is_err(), "{r:?}");
         }
+    }
+
+    /// UpdateContainerResources' check: a unified key is a file name in
+    /// the container's own cgroup, never a path (libcgroups joins it onto
+    /// the cgroup dir, so `/etc/passwd` or `../x` would write a host file).
+    #[test]
+    fn update_resources_refuse_unified_paths() {
+        for key in [
+            "/etc/passwd",
+            "../x",
+            "memory.max/../../../../etc/passwd",
+            "memory/../../x",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "",
+        ] {
+            let r = LinuxContainerResources {
+                unified: [(key.to_string(), "1".to_string())].into(),
+                ..Default::default()
+            };
+            let e = check_container_resources(&r).unwrap_err().to_string();
+            assert!(e.contains("unified key"), "{key:?}: {e}");
+        }
+        let ok = LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            unified: [("memory.high".to_string(), "max".to_string())].into(),
+            ..Default::default()
+        };
+        check_container_resources(&ok).unwrap();
     }
 
     #[test]
