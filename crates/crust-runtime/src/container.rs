@@ -47,23 +47,56 @@ fn container_state(record: &ContainerRecord) -> cri::ContainerState {
     }
 }
 
-fn signal_number(name: &str) -> u32 {
+/// The signal a STOPSIGNAL names: a number 1..=64, a name with or
+/// without `SIG` (`TERM`, `SIGUSR1`), or `RTMIN`, `RTMIN+n`, `RTMAX-n`.
+/// None when it names no signal the kernel has.
+fn parse_signal(name: &str) -> Option<u32> {
     let name = name.trim();
-    if name.is_empty() {
-        return libc::SIGTERM as u32;
-    }
     if let Ok(n) = name.parse::<u32>() {
-        return n;
+        return (1..=64).contains(&n).then_some(n);
     }
     let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let (rtmin, rtmax) = (libc::SIGRTMIN() as u32, libc::SIGRTMAX() as u32);
+    let rt = if bare == "RTMIN" {
+        Some(rtmin)
+    } else if bare == "RTMAX" {
+        Some(rtmax)
+    } else if let Some(n) = bare.strip_prefix("RTMIN+") {
+        n.parse::<u32>().ok().and_then(|n| rtmin.checked_add(n))
+    } else if let Some(n) = bare.strip_prefix("RTMAX-") {
+        n.parse::<u32>().ok().and_then(|n| rtmax.checked_sub(n))
     } else {
-        format!("SIG{upper}")
+        None
     };
-    full.parse::<nix::sys::signal::Signal>()
+    if let Some(n) = rt {
+        return (rtmin..=rtmax).contains(&n).then_some(n);
+    }
+    format!("SIG{bare}")
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
         .map(|s| s as u32)
-        .unwrap_or(libc::SIGTERM as u32)
+}
+
+/// The image's STOPSIGNAL as recorded at CreateContainer: one that names
+/// no signal falls back to SIGTERM (with a warning), so an image cannot
+/// make its container unstoppable; an empty one stays empty (SIGTERM).
+fn checked_stop_signal(image_ref: &str, name: &str) -> String {
+    if name.trim().is_empty() || parse_signal(name).is_some() {
+        return name.trim().to_string();
+    }
+    tracing::warn!(
+        image = %image_ref,
+        stop_signal = %name.escape_debug(),
+        "the image's StopSignal names no signal; the container will be stopped with SIGTERM"
+    );
+    String::new()
+}
+
+/// The signal StopContainer sends first: SIGTERM unless the record names
+/// a valid one (records made before StopSignal was checked may not).
+fn signal_number(name: &str) -> u32 {
+    parse_signal(name).unwrap_or(libc::SIGTERM as u32)
 }
 
 pub(crate) fn record_config(record: &ContainerRecord) -> cri::ContainerConfig {
@@ -146,6 +179,11 @@ impl Pods {
             .ok_or_else(|| {
                 RuntimeError::NotFound(format!("image {image_name:?} not found; pull it first"))
             })?;
+        // Bounded inputs before any disk work or spec building.
+        crust_spec::limits::check_image_config(&image.config)
+            .and_then(|()| crust_spec::limits::check_container_config(&config))
+            .and_then(|()| crust_spec::limits::check_pod_config(&pod_config))
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let id = new_id();
         let bundle = self.config.state.join("containers").join(&id);
         let mut record = ContainerRecord {
@@ -160,7 +198,7 @@ impl Pods {
             labels: config.labels.clone().into_iter().collect(),
             annotations: config.annotations.clone().into_iter().collect(),
             bundle: bundle.display().to_string(),
-            stop_signal: image.config.stop_signal.clone(),
+            stop_signal: checked_stop_signal(image_name, &image.config.stop_signal),
             tty: config.tty,
             image_chain: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
             config: serde_json::to_value(&config).unwrap_or_default(),
@@ -414,13 +452,21 @@ impl Pods {
         if timeout_seconds > 0 {
             let signal = signal_number(&record.stop_signal);
             match shim.kill(&record.id, "", signal, false).await {
-                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {
+                    exited = shim
+                        .wait(&record.id, "", Duration::from_secs(timeout_seconds as u64))
+                        .await
+                        .ok();
+                }
+                // Never a container that cannot be stopped: SIGKILL now,
+                // as there is no graceful stop to wait for.
+                Err(e) => tracing::warn!(
+                    container_id = %record.id,
+                    signal,
+                    error = %e,
+                    "cannot send the stop signal; killing the container"
+                ),
             }
-            exited = shim
-                .wait(&record.id, "", Duration::from_secs(timeout_seconds as u64))
-                .await
-                .ok();
         }
         if exited.is_none() {
             match shim.kill(&record.id, "", libc::SIGKILL as u32, true).await {
@@ -904,6 +950,11 @@ impl Pods {
                 record.id
             )));
         }
+        // The same checks as CreateContainer's (a `unified` key is joined
+        // onto the cgroup path by libcgroups: `/etc/passwd` or `../x`
+        // would write a host file).
+        crust_spec::check_container_resources(resources)
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let json = serde_json::to_vec(&oci_resources(resources))
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         if record.state == ContainerState::Running {
@@ -1088,6 +1139,23 @@ mod tests {
         assert_eq!(signal_number("usr1"), libc::SIGUSR1 as u32);
         assert_eq!(signal_number("9"), 9);
         assert_eq!(signal_number("SIGNOPE"), libc::SIGTERM as u32);
+        assert_eq!(signal_number("64"), 64);
+        assert_eq!(signal_number("SIGRTMIN+2"), libc::SIGRTMIN() as u32 + 2);
+        assert_eq!(signal_number("RTMAX"), libc::SIGRTMAX() as u32);
+        // Numbers the kernel has no signal for: SIGTERM, never sent as is.
+        for bad in ["0", "65", "4294967295", "-1", "RTMIN+99", "RTMAX-99", "SIG"] {
+            assert_eq!(signal_number(bad), libc::SIGTERM as u32, "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_stop_signal_is_checked_at_create() {
+        assert_eq!(checked_stop_signal("img", "SIGUSR1"), "SIGUSR1");
+        assert_eq!(checked_stop_signal("img", " 15 "), "15");
+        assert_eq!(checked_stop_signal("img", ""), "");
+        for bad in ["65", "0", "SIGNOPE", "RTMIN+40", "9999999999999"] {
+            assert_eq!(checked_stop_signal("img", bad), "", "{bad}");
+        }
     }
 
     #[test]
