@@ -205,11 +205,9 @@ impl Pods {
             ..Default::default()
         };
         if !sandbox.log_directory.is_empty() && !config.log_path.is_empty() {
-            let path = Path::new(&sandbox.log_directory).join(&config.log_path);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            record.log_path = path.display().to_string();
+            record.log_path = prepare_log_path(&sandbox.log_directory, &config.log_path)?
+                .display()
+                .to_string();
         }
         match self.prepare_bundle(
             &sandbox,
@@ -388,7 +386,7 @@ impl Pods {
         let stdout = if record.log_path.is_empty() {
             String::new()
         } else {
-            format!("crilog://{}", record.log_path)
+            format!("crilog://{}", shim_log_path(&sandbox, &record).display())
         };
         let stdio = crate::shim::Stdio {
             stdin: crate::stream::stdin_fifo(&record)?,
@@ -411,6 +409,7 @@ impl Pods {
                 updated.state = ContainerState::Running;
                 updated.started_at = started_at;
                 updated.pid = pid;
+                updated.pid_start_time = crate::process::start_time(pid).unwrap_or(0);
                 self.store.put(&updated)?;
                 self.publish(LifecycleKind::Started, &updated.id, &updated.sandbox_id);
                 Ok(())
@@ -981,20 +980,33 @@ impl Pods {
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
         let record = self.require_running(id)?;
         let sandbox = self.require_sandbox(&record.sandbox_id)?;
-        // The shim reopens every log file of its pod on SIGUSR1.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(sandbox.shim_pid as i32),
-            nix::sys::signal::Signal::SIGUSR1,
-        )
-        .map_err(|e| {
-            RuntimeError::Internal(format!("signalling shim {}: {e}", sandbox.shim_pid))
-        })?;
+        if !record.log_path.is_empty()
+            && std::fs::symlink_metadata(&record.log_path).is_ok_and(|m| !m.is_file())
+        {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "{} is not a plain file (a symlink?); the log is not reopened there",
+                record.log_path
+            )));
+        }
+        // The shim reopens every log file of its pod on SIGUSR1: signalled
+        // only if it is still the process recorded (never pid 0, never a
+        // process that reused its pid). A pod recorded without the shim's
+        // start time asks the connected shim for its pid instead.
+        let (pid, started) = if sandbox.shim_pid > 0 && sandbox.shim_start_time > 0 {
+            (sandbox.shim_pid, sandbox.shim_start_time)
+        } else {
+            let pid = self.shim_for(&sandbox).await?.pid(&sandbox.id).await?;
+            (pid, crate::process::start_time(pid).unwrap_or(0))
+        };
+        crate::process::signal_if_same(pid, started, nix::sys::signal::Signal::SIGUSR1)
+            .map_err(|e| RuntimeError::Internal(format!("reopening the log: {e}")))?;
         // Answer once the shim has reopened: kubelet (and the conformance
-        // suite) look for the new file as soon as this returns.
+        // suite) look for the new file as soon as this returns. Only a
+        // plain file counts: the shim refuses to open a symlink.
         if !record.log_path.is_empty() {
             let path = Path::new(&record.log_path);
             let deadline = tokio::time::Instant::now() + LOG_REOPEN_WAIT;
-            while !path.exists() {
+            while !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(RuntimeError::Internal(format!(
                         "the shim did not reopen {} within {LOG_REOPEN_WAIT:?}",
@@ -1026,6 +1038,95 @@ impl Pods {
             cgroup::usage(&sandbox.cgroup_parent)
         };
         Ok((sandbox, usage))
+    }
+}
+
+/// Checks CRI's `log_path` (relative to the pod's log directory: plain
+/// names only, no `..`, `.`, empty or absolute components) and creates its
+/// parent dirs one at a time from the log directory's fd, each made with
+/// mkdirat and opened with O_NOFOLLOW|O_DIRECTORY, so a symlink planted in
+/// the log directory is refused, never followed. Returns the joined path.
+fn prepare_log_path(log_directory: &str, log_path: &str) -> Result<PathBuf, RuntimeError> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{FileStat, Mode, SFlag};
+    let invalid =
+        |why: String| RuntimeError::InvalidArgument(format!("log_path {log_path:?}: {why}"));
+    if log_path.starts_with('/') {
+        return Err(invalid(
+            "must be relative to the pod's log directory".into(),
+        ));
+    }
+    let parts: Vec<&str> = log_path.split('/').collect();
+    if let Some(bad) = parts
+        .iter()
+        .find(|p| p.is_empty() || **p == "." || **p == ".." || p.contains('\0'))
+    {
+        return Err(invalid(format!(
+            "component {bad:?} is not allowed (want names separated by single slashes)"
+        )));
+    }
+    let (name, parents) = parts.split_last().expect("split yields one part at least");
+    // The log directory itself is the CRI client's (kubelet's), trusted.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(log_directory)?;
+    let open = |dir: Option<&std::os::fd::OwnedFd>, name: &str| {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = match dir {
+            None => nix::fcntl::open(name, flags, Mode::empty()),
+            Some(d) => nix::fcntl::openat(
+                Some(d.as_raw_fd()),
+                name,
+                flags | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            ),
+        }?;
+        // SAFETY: a new fd, owned by nothing else.
+        Ok::<_, nix::Error>(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    };
+    let mut dir = open(None, log_directory)
+        .map_err(|e| RuntimeError::Internal(format!("open log directory {log_directory}: {e}")))?;
+    for part in parents {
+        use std::os::fd::AsRawFd;
+        match nix::sys::stat::mkdirat(
+            Some(dir.as_raw_fd()),
+            *part,
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(RuntimeError::Internal(format!("creating {part:?}: {e}"))),
+        }
+        dir = open(Some(&dir), part).map_err(|e| match e {
+            nix::Error::ELOOP | nix::Error::ENOTDIR => {
+                invalid(format!("{part:?} is not a directory (a symlink?)"))
+            }
+            e => RuntimeError::Internal(format!("opening {part:?}: {e}")),
+        })?;
+    }
+    use std::os::fd::AsRawFd;
+    let is_file =
+        |st: FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    match nix::sys::stat::fstatat(Some(dir.as_raw_fd()), *name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if !is_file(st) => {
+            return Err(invalid(
+                "exists and is not a plain file (a symlink?)".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Path::new(log_directory).join(log_path))
+}
+
+/// The log path handed to the shim: the pod's log directory with its own
+/// (trusted) symlinks resolved, then CRI's relative log path, so the shim
+/// can refuse a symlink at every component.
+fn shim_log_path(sandbox: &SandboxRecord, record: &ContainerRecord) -> PathBuf {
+    let relative = record_config(record).log_path;
+    match std::fs::canonicalize(&sandbox.log_directory) {
+        Ok(dir) if !relative.is_empty() && !sandbox.log_directory.is_empty() => dir.join(relative),
+        _ => PathBuf::from(&record.log_path),
     }
 }
 
@@ -1156,6 +1257,46 @@ mod tests {
         for bad in ["65", "0", "SIGNOPE", "RTMIN+40", "9999999999999"] {
             assert_eq!(checked_stop_signal("img", bad), "", "{bad}");
         }
+    }
+
+    #[test]
+    fn log_paths_stay_in_the_log_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let logs_str = logs.to_str().unwrap();
+        for bad in [
+            "../escape.log",
+            "/tmp/x.log",
+            "a/../../x.log",
+            "a//b.log",
+            "./a.log",
+            "a/",
+            "",
+            "a/\0b",
+        ] {
+            let err = prepare_log_path(logs_str, bad).unwrap_err();
+            assert!(
+                matches!(err, RuntimeError::InvalidArgument(_)),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(!dir.path().join("escape.log").exists());
+        assert_eq!(
+            prepare_log_path(logs_str, "c/0.log").unwrap(),
+            logs.join("c/0.log")
+        );
+        assert!(logs.join("c").is_dir());
+        // A parent planted as a symlink is not followed, nor created through.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, logs.join("evil")).unwrap();
+        let err = prepare_log_path(logs_str, "evil/sub/0.log").unwrap_err();
+        assert!(matches!(err, RuntimeError::InvalidArgument(_)), "{err}");
+        assert!(!outside.join("sub").exists());
+        // Nor is a symlink at the file.
+        std::os::unix::fs::symlink("/etc/passwd", logs.join("c/1.log")).unwrap();
+        let err = prepare_log_path(logs_str, "c/1.log").unwrap_err();
+        assert!(matches!(err, RuntimeError::InvalidArgument(_)), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod namespaces;
 mod network;
 mod pod;
 pub mod pod_init;
+pub mod process;
 mod recovery;
 pub mod shim;
 mod stream;
@@ -78,10 +79,17 @@ pub struct Pods {
 
 /// crustd's own path, read once at start: once a package upgrade has
 /// replaced the binary, /proc/self/exe names the deleted file, while this
-/// path holds the new one (pod inits and the shim beside it keep working).
-pub(crate) fn crustd_path() -> &'static Path {
+/// path holds the new one (the shim beside it keeps being found).
+pub(crate) fn real_crustd_path() -> &'static Path {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| std::env::current_exe().unwrap_or_else(|_| PathBuf::from("crustd")))
+}
+
+/// What pod inits are spawned from: the read-only exposed copy of the
+/// binary now at [`real_crustd_path`] (see [`shim::exposed`]), so a
+/// container seeing its pod init as /proc/1/exe cannot write to crustd.
+pub(crate) fn crustd_path() -> &'static Path {
+    shim::exposed::path_of(real_crustd_path())
 }
 
 impl Pods {
@@ -97,7 +105,8 @@ impl Pods {
         if let Some(observer) = cni_observer {
             cni = cni.with_observer(observer);
         }
-        crustd_path();
+        real_crustd_path();
+        shim::exposed::init(&config.state);
         let oom_score_adj_min = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())

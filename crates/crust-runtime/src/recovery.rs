@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use crust_store::{ContainerRecord, SandboxRecord};
 use nix::mount::{MntFlags, umount2};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::Pods;
 
@@ -140,24 +139,32 @@ fn kill_processes_of(dir: &Path, id: &str, shims: &[PathBuf]) -> Vec<i32> {
         return killed;
     };
     for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if pid == std::process::id() as i32 {
+        if pid == std::process::id() {
             continue;
         }
         let proc = entry.path();
-        let exe = std::fs::read_link(proc.join("exe")).unwrap_or_default();
-        let shim =
-            std::fs::read_link(proc.join("cwd")).is_ok_and(|c| c == dir) && shims.contains(&exe);
-        let args = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
-        let pod_init = args.contains(&b"pod-init".as_slice()) && args.contains(&dir_arg);
-        let cni_plugin = std::fs::read(proc.join("environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == cni_env.as_bytes()));
-        if shim || pod_init || cni_plugin {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            killed.push(pid);
+        // Checked through a pidfd opened first: a process that exits and
+        // whose pid is reused between the look and the kill is not hit.
+        let ours = |_| {
+            let exe = std::fs::read_link(proc.join("exe")).unwrap_or_default();
+            let shim = std::fs::read_link(proc.join("cwd")).is_ok_and(|c| c == dir)
+                && crate::shim::is_shim_binary(&exe, shims);
+            let args = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+            let pod_init = args.contains(&b"pod-init".as_slice()) && args.contains(&dir_arg);
+            let cni_plugin = std::fs::read(proc.join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == cni_env.as_bytes()));
+            if shim || pod_init || cni_plugin {
+                Ok(())
+            } else {
+                Err(crate::process::SignalError::Gone(pid))
+            }
+        };
+        if crate::process::signal_if(pid, Signal::SIGKILL, ours).is_ok() {
+            killed.push(pid as i32);
         }
     }
     killed

@@ -10,9 +10,8 @@
 //! Writes are synchronous: when the disk is slow the copier stops reading,
 //! the pipe fills and the container blocks, so nothing buffers without bound.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -81,13 +80,82 @@ impl CriLog {
     }
 }
 
+/// Opens (creating) the log file without following a symlink anywhere on
+/// the way: each directory from `/` down is opened relative to the one
+/// above with O_NOFOLLOW, and the file itself with O_NOFOLLOW, so a symlink
+/// planted in the pod's log directory (at the file, or in place of a
+/// parent) is refused with ELOOP or ENOTDIR instead of sending the
+/// container's output to wherever it points. crustd hands over a path with
+/// the log directory's own symlinks (the host's, trusted) resolved.
 fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+    let refuse = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("log path {}: {why}", path.display()),
+        )
+    };
+    if !path.is_absolute() {
+        return Err(refuse("not absolute"));
+    }
+    let name = match path.components().next_back() {
+        Some(std::path::Component::Normal(name)) => name,
+        _ => return Err(refuse("names no file")),
+    };
+    let mut dir = File::open("/")?;
+    let parents = path.parent().map(Path::components).into_iter().flatten();
+    for part in parents {
+        match part {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(part) => {
+                dir = openat(
+                    &dir,
+                    part,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0,
+                )
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "log path {}: component {part:?} is not a plain directory: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+            _ => return Err(refuse("has . or .. components")),
+        }
+    }
+    openat(
+        &dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0o640,
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "log file {} (not opened through a symlink): {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
+fn openat(dir: &File, name: &std::ffi::OsStr, flags: i32, mode: libc::mode_t) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a log path"))?;
+    // SAFETY: a valid dir fd, a NUL-terminated name; the result is a new fd
+    // or -1.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just returned to us, owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Cuts one stream's bytes into CRI records.
@@ -209,6 +277,41 @@ mod tests {
         assert_eq!((r[2].1.as_str(), r[2].2.len()), ("F", 5));
         assert_eq!((r[3].1.as_str(), r[3].2.len()), ("F", MAX_LINE));
         assert!(r.iter().all(|x| x.0 == "stderr"));
+    }
+
+    #[test]
+    fn symlinks_at_the_file_or_a_parent_are_refused_at_open_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-file");
+        std::fs::write(&host, "host\n").unwrap();
+        // At the file.
+        let path = dir.path().join("c.log");
+        std::os::unix::fs::symlink(&host, &path).unwrap();
+        assert!(CriLog::open(&path).is_err());
+        // In place of a parent.
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("sub")).unwrap();
+        assert!(CriLog::open(&dir.path().join("sub/0.log")).is_err());
+        assert!(!dir.path().join("real/0.log").exists());
+        assert!(CriLog::open(&dir.path().join("real/../real/0.log")).is_err());
+        // A reopen after the file was replaced by a symlink keeps the old
+        // file and writes nothing to the target.
+        let path = dir.path().join("real/1.log");
+        let log = CriLog::open(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777 & !0o640, 0);
+        std::fs::rename(&path, dir.path().join("real/1.log.1")).unwrap();
+        std::os::unix::fs::symlink(&host, &path).unwrap();
+        assert!(log.reopen().is_err());
+        let mut s = LineSplitter::new(Stream::Stdout);
+        s.feed(&log, b"after\n");
+        assert_eq!(std::fs::read_to_string(&host).unwrap(), "host\n");
+        assert!(
+            std::fs::read_to_string(dir.path().join("real/1.log.1"))
+                .unwrap()
+                .ends_with(" stdout F after\n")
+        );
     }
 
     #[test]

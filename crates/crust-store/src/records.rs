@@ -77,6 +77,10 @@ pub struct SandboxRecord {
     /// ttrpc address of the pod's shim, and its pid.
     pub shim_address: String,
     pub shim_pid: u32,
+    /// The shim's start time (`/proc/<pid>/stat` field 22, clock ticks
+    /// since boot) when `shim_pid` was recorded: signals go to that pid
+    /// only while it is still the same process. 0: not recorded.
+    pub shim_start_time: u64,
     /// Pinned namespace files; empty means the host's namespace.
     pub netns: String,
     pub ipcns: String,
@@ -93,6 +97,8 @@ pub struct SandboxRecord {
     /// Host PID of the pod's init when its containers share one PID
     /// namespace (0 otherwise).
     pub pod_init_pid: u32,
+    /// The pod init's start time, as `shim_start_time`. 0: not recorded.
+    pub pod_init_start_time: u64,
     pub cgroup_parent: String,
     /// Whether crust created the pod cgroup (and so removes it).
     pub created_cgroup: bool,
@@ -135,6 +141,9 @@ pub struct ContainerRecord {
     /// Bundle dir (config.json + mounted rootfs) under the state dir.
     pub bundle: String,
     pub pid: u32,
+    /// The container process's start time, as `SandboxRecord`'s
+    /// `shim_start_time`. 0: not recorded.
+    pub pid_start_time: u64,
     /// Signal that stops the container gracefully (from the image).
     pub stop_signal: String,
     pub cgroup_path: String,
@@ -172,5 +181,20 @@ impl Record for ContainerRecord {
     const NAME: &'static str = "container";
     fn id(&self) -> &str {
         &self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_start_times_still_decode() {
+        let sandbox: SandboxRecord =
+            serde_json::from_str(r#"{"id":"p","shim_pid":42,"pod_init_pid":43}"#).unwrap();
+        assert_eq!((sandbox.shim_pid, sandbox.shim_start_time), (42, 0));
+        assert_eq!((sandbox.pod_init_pid, sandbox.pod_init_start_time), (43, 0));
+        let container: ContainerRecord = serde_json::from_str(r#"{"id":"c","pid":44}"#).unwrap();
+        assert_eq!((container.pid, container.pid_start_time), (44, 0));
     }
 }
