@@ -195,6 +195,25 @@ impl Drop for Pass {
     }
 }
 
+/// Connections the kernel has completed that the listener bound to
+/// `local` has not accepted yet (its accept queue), from /proc/net/tcp.
+pub fn backlog(local: std::net::SocketAddr) -> io::Result<usize> {
+    let table = std::fs::read_to_string(if local.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    })?;
+    let port = format!(":{:04X}", local.port());
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // A LISTEN row's rx_queue is its accept queue's length.
+        .find(|f| f.len() > 4 && f[1].ends_with(&port) && f[3] == "0A")
+        .and_then(|f| usize::from_str_radix(f[4].split(':').nth(1)?, 16).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such listener"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,20 +177,6 @@ mod tests {
         String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned()
     }
 
-    /// The listener's accept queue: connections the kernel completed that
-    /// the server has not accepted (rx_queue of a LISTEN row).
-    fn accept_queue(addr: SocketAddr) -> usize {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let port = format!(":{:04X}", addr.port());
-        table
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f[1].ends_with(&port) && f[3] == "0A")
-            .map(|f| usize::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
-            .expect("listener row in /proc/net/tcp")
-    }
-
     #[tokio::test]
     async fn a_half_sent_request_is_disconnected_after_the_header_timeout() {
         let (addr, _gate, _stop) = start(short(8, Duration::from_millis(500))).await;
@@ -231,7 +217,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(gate.held(), CAP);
         assert!(gate.peak() <= CAP, "held {} connections", gate.peak());
-        let queued = accept_queue(addr);
+        let queued = crate::accept::backlog(addr).unwrap();
         assert!(
             queued >= 50,
             "only {queued} connections left in the backlog"

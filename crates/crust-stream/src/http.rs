@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crust_metrics::accept::{Acceptor, Gate};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
@@ -17,7 +18,7 @@ use tokio_rustls::rustls;
 
 use crate::activity::{Activity, Tracked};
 use crate::protocol::{self, Version};
-use crate::{Pending, Shared};
+use crate::{Limits, Pending, Shared};
 
 /// An upgraded connection, whatever carried it.
 pub type Upgraded = Tracked<TokioIo<hyper::upgrade::Upgraded>>;
@@ -65,52 +66,73 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(stop);
+    let limits = shared.limits.clone();
+    // Held from accept until the upgrade (or the end): connections nobody
+    // has authenticated are capped, and over the cap wait in the backlog.
+    let unauthenticated = Gate::new(limits.max_unauthenticated);
+    let mut acceptor = Acceptor::new("streaming");
     loop {
-        let (tcp, peer) = tokio::select! {
+        let ((tcp, peer), pass) = tokio::select! {
             _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "streaming accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = unauthenticated.accept(&mut acceptor, || listener.accept()) => accepted,
         };
         tune(&tcp);
         let shared = shared.clone();
         let tls = tls.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, req)) }
-            });
-            let builder = hyper::server::conn::http1::Builder::new();
-            let result = match tls {
-                Some(tls) => match tls.accept(tcp).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "streaming TLS handshake failed");
-                        return;
-                    }
-                },
-                None => {
-                    builder
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .with_upgrades()
-                        .await
+            let served = tokio::time::timeout(
+                limits.upgrade_deadline,
+                serve_connection(tcp, tls, shared, &limits),
+            )
+            .await;
+            drop(pass);
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming connection ended"),
+                Err(_) => {
+                    tracing::debug!(%peer, "streaming connection not upgraded in time: closed")
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "streaming connection ended");
             }
         });
     }
+}
+
+/// Serves one connection until it upgrades (the session then goes on in
+/// its own task) or ends.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    limits: &Limits,
+) -> Result<(), String> {
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(shared, req)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let result = match tls {
+        Some(tls) => {
+            let stream = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+        }
+        None => {
+            builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await
+        }
+    };
+    result.map_err(|e| e.to_string())
 }
 
 fn plain(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {

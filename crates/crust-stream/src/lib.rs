@@ -8,9 +8,11 @@
 //! ([`remotecommand`], [`portforward`]). The work itself (running a process,
 //! attaching to one, dialling a port inside a pod) is the [`Backend`]'s.
 //!
-//! Limits: a cap on concurrent sessions, a cap on streams per SPDY session,
-//! an idle timeout on every connection, and everything a session started is
-//! cancelled when its client goes away.
+//! Limits: a cap on connections that have not upgraded yet (more wait in
+//! the kernel's backlog), a deadline for each request head and for the
+//! whole time before the upgrade, a cap on concurrent sessions, a cap on
+//! streams per SPDY session, an idle timeout on every session, and
+//! everything a session started is cancelled when its client goes away.
 
 mod activity;
 mod http;
@@ -76,6 +78,30 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<Result<TcpStream, String>>;
 }
 
+/// Bounds on connections before they upgrade (before their token is
+/// checked, anyone can open one).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections held at once that have not upgraded.
+    pub max_unauthenticated: usize,
+    /// A client must finish the TLS handshake, and send each request head,
+    /// within this long (also the keep-alive idle limit).
+    pub header_read_timeout: Duration,
+    /// A connection that has not upgraded this long after it was accepted
+    /// is closed, whatever it is doing (a trickled request body, say).
+    pub upgrade_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_unauthenticated: 128,
+            header_read_timeout: Duration::from_secs(10),
+            upgrade_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A CRI request waiting for its client.
 #[derive(Debug, Clone)]
 enum Pending {
@@ -100,6 +126,7 @@ struct Shared {
     backend: Arc<dyn Backend>,
     sessions: Arc<Semaphore>,
     idle_timeout: Duration,
+    limits: Limits,
 }
 
 /// The handle CRI calls use to get URLs; cheap to clone.
@@ -113,6 +140,7 @@ pub struct Options {
     pub address: String,
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub idle_timeout: Duration,
+    pub limits: Limits,
 }
 
 impl Options {
@@ -122,6 +150,7 @@ impl Options {
             tls: (!c.tls_cert.is_empty())
                 .then(|| (c.tls_cert.clone().into(), c.tls_key.clone().into())),
             idle_timeout: Duration::from_secs(c.idle_timeout_seconds),
+            limits: Limits::default(),
         }
     }
 }
@@ -165,6 +194,7 @@ impl StreamServer {
             backend,
             sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
             idle_timeout: options.idle_timeout,
+            limits: options.limits.clone(),
         });
         let serve = {
             let shared = shared.clone();

@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// Exec: echoes stdin to stdout in upper case, writes "err" to stderr,
+/// Exec: echoes stdin to stdout in upper case (as it comes for the command
+/// "echo", at its end otherwise), writes "err" to stderr,
 /// exits with the number given as the command's first word; with a TTY it
 /// prints the first terminal size instead.
 #[derive(Default)]
@@ -25,9 +26,24 @@ impl Backend for Scripted {
     fn exec(&self, request: cri::ExecRequest, io: ProcessIo) -> BoxFuture<Result<i32, String>> {
         let code: i32 = request.cmd[0].parse().unwrap_or(0);
         let hang = request.cmd[0] == "hang";
+        let echo = request.cmd[0] == "echo";
         Box::pin(async move {
             if hang {
                 std::future::pending::<()>().await;
+            }
+            if echo {
+                // Upper-cases stdin to stdout as it comes, until stdin ends.
+                let (Some(mut input), Some(mut out)) = (io.stdin, io.stdout) else {
+                    return Ok(1);
+                };
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = input.read(&mut buf).await
+                    && n > 0
+                {
+                    out.write_all(&buf[..n].to_ascii_uppercase()).await.unwrap();
+                    out.flush().await.unwrap();
+                }
+                return Ok(0);
             }
             let ProcessIo {
                 stdin,
@@ -88,6 +104,10 @@ async fn start() -> StreamServer {
 }
 
 async fn start_with_idle_timeout(idle_timeout: Duration) -> StreamServer {
+    start_with(idle_timeout, crust_stream::Limits::default()).await
+}
+
+async fn start_with(idle_timeout: Duration, limits: crust_stream::Limits) -> StreamServer {
     let backend = Arc::new(Scripted::default());
     // A TCP echo server standing in for a pod's port 80.
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -106,6 +126,7 @@ async fn start_with_idle_timeout(idle_timeout: Duration) -> StreamServer {
             address: "127.0.0.1:0".into(),
             tls: None,
             idle_timeout,
+            limits,
         },
         backend,
         std::future::pending(),
@@ -282,6 +303,7 @@ async fn tls_serves_https_urls_with_the_configured_certificate() {
             address: "127.0.0.1:0".into(),
             tls: Some((cert_path, key_path)),
             idle_timeout: Duration::from_secs(60),
+            limits: Default::default(),
         },
         Arc::new(Scripted::default()),
         std::future::pending(),
@@ -391,5 +413,166 @@ async fn older_spdy_protocols_get_a_text_error_and_nothing_on_success() {
         let url = server.exec_url(exec_request("0", false, false)).unwrap();
         let (_, _, error) = old_spdy_exec(&url, protocol).await;
         assert!(error.is_empty(), "{protocol}: {error:?}");
+    }
+}
+
+/// Generous: the assertions are that things happen, not how fast.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn limits(max_unauthenticated: usize, header_read_timeout: Duration) -> crust_stream::Limits {
+    crust_stream::Limits {
+        max_unauthenticated,
+        header_read_timeout,
+        upgrade_deadline: Duration::from_secs(60),
+    }
+}
+
+fn address(server: &StreamServer) -> std::net::SocketAddr {
+    server
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}
+
+/// Reads until the server closes; panics if it does not within BOUND.
+async fn read_until_closed(stream: &mut TcpStream) {
+    tokio::time::timeout(BOUND, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await
+    .expect("the server did not close the connection");
+}
+
+/// An exec whose stdin is echoed upper case: the session works.
+async fn echo_session(server: &StreamServer) -> Ws {
+    let url = server.exec_url(exec_request("echo", true, false)).unwrap();
+    let mut ws = tokio::time::timeout(BOUND, connect(&url, "v5.channel.k8s.io"))
+        .await
+        .expect("no answer to a real exec")
+        .unwrap();
+    ws.send(Message::Binary(b"\x00hi".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(BOUND, ws.next()).await.unwrap() {
+            Some(Ok(Message::Binary(b))) if b.first() == Some(&1) && b.len() > 1 => {
+                assert_eq!(&b[1..], b"HI");
+                return ws;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("session ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_request_is_disconnected_after_the_header_timeout() {
+    let server = start_with(
+        Duration::from_secs(60),
+        limits(8, Duration::from_millis(500)),
+    )
+    .await;
+    let url = server.exec_url(exec_request("0", false, false)).unwrap();
+    let path = url.trim_start_matches(server.base_url());
+    let mut s = TcpStream::connect(address(&server)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_until_closed(&mut s).await;
+}
+
+#[tokio::test]
+async fn a_tls_handshake_never_finished_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (server, serve) = StreamServer::bind(
+        crust_stream::Options {
+            address: "127.0.0.1:0".into(),
+            tls: Some((cert_path, key_path)),
+            idle_timeout: Duration::from_secs(60),
+            limits: limits(8, Duration::from_millis(500)),
+        },
+        Arc::new(Scripted::default()),
+        std::future::pending(),
+    )
+    .unwrap();
+    tokio::spawn(serve);
+    let addr = server.base_url().trim_start_matches("https://");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The start of a TLS record header, then nothing.
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    read_until_closed(&mut s).await;
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_over_the_cap_wait_in_the_backlog() {
+    const CAP: usize = 4;
+    let server = start_with(Duration::from_secs(60), limits(CAP, BOUND * 6)).await;
+    let addr = address(&server);
+    let mut idle = Vec::new();
+    for _ in 0..CAP + 50 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /exec/x HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    // Those the server accepted leave the kernel's queue; the rest stay.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut queued = usize::MAX;
+    while tokio::time::Instant::now() < deadline {
+        queued = crust_metrics::accept::backlog(addr).unwrap();
+        if queued <= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = queued.min(crust_metrics::accept::backlog(addr).unwrap());
+    assert_eq!(
+        queued,
+        50,
+        "the server holds {} connections",
+        CAP + 50 - queued
+    );
+    drop(idle);
+    echo_session(&server).await;
+}
+
+#[tokio::test]
+async fn upgraded_sessions_leave_the_unauthenticated_cap() {
+    const CAP: usize = 2;
+    let server = start_with(
+        Duration::from_secs(60),
+        crust_stream::Limits {
+            max_unauthenticated: CAP,
+            header_read_timeout: BOUND,
+            // Sessions outlive it: it ends only connections not upgraded.
+            upgrade_deadline: Duration::from_millis(500),
+        },
+    )
+    .await;
+    let mut sessions = Vec::new();
+    for _ in 0..CAP * 3 {
+        sessions.push(echo_session(&server).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for ws in &mut sessions {
+        ws.send(Message::Binary(b"\x00still".to_vec().into()))
+            .await
+            .unwrap();
+        let got = loop {
+            match tokio::time::timeout(BOUND, ws.next()).await.unwrap() {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&1) && b.len() > 1 => break b,
+                Some(Ok(_)) => {}
+                other => panic!("session ended at the upgrade deadline: {other:?}"),
+            }
+        };
+        assert_eq!(&got[1..], b"STILL");
     }
 }
