@@ -60,6 +60,7 @@ impl RuntimeService for Cri {
         let config = request
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        crust_spec::limits::check_pod_config(&config).map_err(spec_status)?;
         let id = self
             .runtime
             .pods
@@ -133,6 +134,11 @@ impl RuntimeService for Cri {
         let config = request
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        // The request's own lists; the image's are checked once it is found.
+        crust_spec::limits::check_container_config(&config).map_err(spec_status)?;
+        if let Some(sandbox) = &request.sandbox_config {
+            crust_spec::limits::check_pod_config(sandbox).map_err(spec_status)?;
+        }
         let id = self
             .runtime
             .pods
@@ -221,6 +227,8 @@ impl RuntimeService for Cri {
             .linux
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
+        // CreateContainer's checks (crust-runtime repeats them).
+        crust_spec::check_container_resources(resources).map_err(spec_status)?;
         self.runtime
             .pods
             .update_container_resources(id, resources)
@@ -422,6 +430,11 @@ fn runtime_status(e: RuntimeError) -> Status {
         RuntimeError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         _ => Status::internal(message),
     }
+}
+
+/// A refused spec input (a list over its limit, a bad value).
+fn spec_status(e: crust_spec::SpecError) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 fn token_status(e: crust_stream::TokenError) -> Status {

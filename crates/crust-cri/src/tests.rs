@@ -305,3 +305,105 @@ async fn image_calls_validate_names() {
         .await
         .unwrap();
 }
+
+/// Lists over crust-spec's limits are refused at the CRI entry with
+/// InvalidArgument naming the list and the limit, before any pod or
+/// container work.
+#[tokio::test]
+async fn oversized_lists_are_refused_with_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    let labels: std::collections::HashMap<String, String> = (0
+        ..=crust_spec::limits::LABELS_ENTRIES)
+        .map(|i| (format!("l{i}"), "x".to_string()))
+        .collect();
+    let e = cri
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig {
+                labels,
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("pod labels") && e.message().contains("1000"),
+        "{e:?}"
+    );
+    let e = cri
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig {
+                dns_config: Some(cri::DnsConfig {
+                    searches: vec!["a.example".into(); 100_000],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("dns_config.searches"), "{e:?}");
+
+    let envs = (0..150_000)
+        .map(|i| cri::KeyValue {
+            key: format!("K{i}"),
+            value: "v".into(),
+        })
+        .collect();
+    let e = cri
+        .create_container(Request::new(cri::CreateContainerRequest {
+            pod_sandbox_id: "p".into(),
+            config: Some(cri::ContainerConfig {
+                envs,
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("envs") && e.message().contains("10000"),
+        "{e:?}"
+    );
+}
+
+/// UpdateContainerResources validates `unified` as CreateContainer does:
+/// a key is a cgroup file name, never a path onto the host.
+#[tokio::test]
+async fn update_resources_refuses_unified_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = cri_on(dir.path(), test_config(dir.path()));
+    for key in ["/etc/passwd", "../x", "memory.max/../../x", "cgroup.procs"] {
+        let e = cri
+            .update_container_resources(Request::new(cri::UpdateContainerResourcesRequest {
+                container_id: "c".into(),
+                linux: Some(cri::LinuxContainerResources {
+                    unified: [(key.to_string(), "1".to_string())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{key}: {e:?}");
+        assert!(e.message().contains("unified key"), "{key}: {e:?}");
+    }
+    // A valid key gets as far as looking the container up.
+    let e = cri
+        .update_container_resources(Request::new(cri::UpdateContainerResourcesRequest {
+            container_id: "c".into(),
+            linux: Some(cri::LinuxContainerResources {
+                unified: [("memory.high".to_string(), "max".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}
