@@ -325,6 +325,55 @@ def build_all():
     }
 
 
+def hostile_images(bb_gz):
+    """Hostile image configs and rootfs symlinks (issue 12): crust must
+    refuse them clearly or confine them, never stall, hang or touch a host
+    file. e2e/tests/hardening_inputs.rs."""
+    return {
+        # 150,000 Env entries: a quadratic merge stalled crustd for minutes.
+        "crust-test/hostile:env150k": Image(
+            [bb_gz], {"Env": [ENV_PATH] + [f"E{i}=x" for i in range(150000)]}),
+        # A StopSignal no kernel has; PID 1 ignores SIGTERM without a
+        # handler, so only SIGKILL stops it.
+        "crust-test/hostile:stopsignal65": Image(
+            [bb_gz], {"StopSignal": "65", "Cmd": ["sleep", "3600"]}),
+        "crust-test/hostile:etc-proc": Image([bb_gz, Layer(
+            [entry("etc", "dir"),
+             entry("etc/resolv.conf", "symlink", link="/proc/1/root/etc/shadow"),
+             entry("etc/hosts", "symlink", link="../../../../etc/passwd"),
+             entry("etc/hostname", "symlink", link="/proc/self/root/etc/hostname")],
+            "gzip", "pod file targets that are symlinks out of the rootfs")]),
+        "crust-test/hostile:etc-dotdot": Image([bb_gz, Layer(
+            [entry("etc", "dir"),
+             entry("etc/resolv.conf", "symlink", link="../../../../etc/passwd"),
+             entry("etc/hosts", "symlink", link="/proc/1/root/etc/hosts"),
+             entry("etc/hostname", "symlink", link="../../../../etc/hostname")],
+            "gzip", "pod file targets that are symlinks with ..")]),
+        "crust-test/hostile:volume-links": Image([bb_gz, Layer(
+            [entry("vol-proc", "symlink", link="/proc/self/root"),
+             entry("vol-root", "symlink", link="/"),
+             entry("vol-host-tmp", "symlink", link="/proc/1/root/tmp"),
+             entry("vol-dotdot", "symlink", link="../../../../tmp")],
+            "gzip", "VOLUME paths that are symlinks")],
+            {"Volumes": {"/vol-proc": {}, "/vol-root": {}, "/vol-host-tmp": {},
+                         "/vol-dotdot": {}}}),
+        # /fdN -> /proc/self/fd/N: a working dir through a symlink into the
+        # runtime's file descriptors (CVE-2024-21626).
+        "crust-test/hostile:fd-links": Image([bb_gz, Layer(
+            [entry(f"fd{n}", "symlink", link=f"/proc/self/fd/{n}") for n in range(3, 11)],
+            "gzip", "symlinks to /proc/self/fd/N")]),
+    }
+
+
+_build_all_without_hostile = build_all
+
+
+def build_all():  # noqa: F811 (extends the one above)
+    images = _build_all_without_hostile()
+    images.update(hostile_images(images["crust-test/busybox:latest"].layers[0]))
+    return images
+
+
 # ------------------------------------------------------------------ registry
 
 class Registry:
