@@ -135,7 +135,7 @@ impl ImageService for Cri {
         let mut info = std::collections::HashMap::new();
         if request.verbose {
             let details = serde_json::json!({
-                "imageSpec": images.read_config(&record).map_err(image_status)?,
+                "imageSpec": images.read_config(&record).await.map_err(image_status)?,
                 "chainID": record.layers.last().map(|l| l.chain_id.clone()).unwrap_or_default(),
                 "manifestDigests": record.manifest_digests,
                 "layers": record.layers.iter().map(|l| serde_json::json!({
@@ -187,7 +187,8 @@ impl ImageService for Cri {
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Rpc<cri::ImageFsInfoResponse> {
-        let usage = self.runtime.images.usage().map_err(image_status)?;
+        // The walk runs on the blocking pool (Images::usage).
+        let usage = self.runtime.images.usage().await.map_err(image_status)?;
         let filesystem = cri::FilesystemUsage {
             timestamp: now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {

@@ -82,35 +82,6 @@ impl ImageError {
         }
     }
 
-    fn registry(
-        e: oci_client::errors::OciDistributionError,
-        image: &reference::ImageRef,
-    ) -> ImageError {
-        use oci_client::errors::OciDistributionError as E;
-        let image = image.to_string();
-        let message = e.to_string();
-        let lower = message.to_lowercase();
-        match e {
-            E::ImageManifestNotFoundError(_) => ImageError::NotFound { image, message },
-            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
-                ImageError::Denied { image, message }
-            }
-            _ if lower.contains("manifest unknown")
-                || lower.contains("not found")
-                || lower.contains("name unknown") =>
-            {
-                ImageError::NotFound { image, message }
-            }
-            _ if lower.contains("unauthorized")
-                || lower.contains("denied")
-                || lower.contains("401") =>
-            {
-                ImageError::Denied { image, message }
-            }
-            _ => ImageError::Registry { image, message },
-        }
-    }
-
     fn with_context(e: ImageError, context: &str) -> ImageError {
         match e {
             ImageError::NotFound { image, message } => ImageError::NotFound {
@@ -250,7 +221,7 @@ impl Images {
             Ok(true)
         })?;
         if removed {
-            self.collect_garbage_locked()?;
+            self.collect_garbage_locked().await?;
         }
         Ok(())
     }
@@ -258,65 +229,96 @@ impl Images {
     /// Deletes blobs and layers that no image (and no container) uses.
     pub async fn collect_garbage(&self) -> Result<(), ImageError> {
         let _collecting = self.gc_lock.write().await;
-        self.collect_garbage_locked()
+        self.collect_garbage_locked().await
     }
 
-    fn collect_garbage_locked(&self) -> Result<(), ImageError> {
-        let images = self.store.list::<ImageRecord>()?;
-        let containers = self.store.list::<ContainerRecord>()?;
-        let mut blobs = std::collections::HashSet::new();
-        let mut chains = std::collections::HashSet::new();
-        for image in &images {
-            blobs.insert(image.id.clone());
-            blobs.extend(image.manifest_digests.iter().cloned());
-            for layer in &image.layers {
-                blobs.insert(layer.digest.clone());
-                chains.insert(layer.chain_id.clone());
-            }
-        }
-        // A container keeps its image's layers even after the image is removed.
-        for container in &containers {
-            chains.extend(container.image_chain.iter().cloned());
-        }
-        let mut freed = (0, 0);
-        for digest in self.content.list()? {
-            if !blobs.contains(&digest) {
-                self.content.delete(&digest)?;
-                freed.0 += 1;
-            }
-        }
-        for chain in self.snapshots.layers()? {
-            if !chains.contains(&chain) {
-                self.snapshots.remove_layer(&chain)?;
-                freed.1 += 1;
-            }
-        }
-        if freed != (0, 0) {
-            tracing::info!(blobs = freed.0, layers = freed.1, "garbage collected");
-        }
-        Ok(())
+    /// Garbage collection walks and deletes on disk: on the blocking pool,
+    /// never on an async worker.
+    async fn collect_garbage_locked(&self) -> Result<(), ImageError> {
+        let (store, content, snapshots) = (
+            self.store.clone(),
+            self.content.clone(),
+            self.snapshots.clone(),
+        );
+        tokio::task::spawn_blocking(move || collect_garbage(&store, &content, &snapshots))
+            .await
+            .map_err(|e| ImageError::Internal(format!("garbage collection task: {e}")))?
     }
 
-    /// The content store path of a blob (for verbose status).
-    pub fn read_config(&self, image: &ImageRecord) -> Result<serde_json::Value, ImageError> {
-        let bytes = self.content.read(&image.id, manifest::MAX_CONFIG_BYTES)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ImageError::Internal(format!("stored config of {}: {e}", image.id)))
-    }
-
-    /// Bytes and inodes of content and layers together.
-    pub fn usage(&self) -> Result<Usage, ImageError> {
-        let content = crust_snapshot::dir_usage(&self.root.join("content"))?;
-        let layers = self.snapshots.usage()?;
-        Ok(Usage {
-            bytes: content.bytes + layers.bytes,
-            inodes: content.inodes + layers.inodes,
+    /// The stored config of an image (for verbose status), read and
+    /// parsed on the blocking pool (it may be megabytes).
+    pub async fn read_config(&self, image: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let content = self.content.clone();
+        let id = image.id.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = content.read(&id, manifest::MAX_CONFIG_BYTES)?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ImageError::Internal(format!("stored config of {id}: {e}")))
         })
+        .await
+        .map_err(|e| ImageError::Internal(format!("reading config: {e}")))?
+    }
+
+    /// Bytes and inodes of content and layers together. The walk runs on
+    /// the blocking pool.
+    pub async fn usage(&self) -> Result<Usage, ImageError> {
+        let content_dir = self.root.join("content");
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let content = crust_snapshot::dir_usage(&content_dir)?;
+            let layers = snapshots.usage()?;
+            Ok(Usage {
+                bytes: content.bytes + layers.bytes,
+                inodes: content.inodes + layers.inodes,
+            })
+        })
+        .await
+        .map_err(|e| ImageError::Internal(format!("disk usage task: {e}")))?
     }
 
     pub fn snapshots(&self) -> &Arc<Snapshotter> {
         &self.snapshots
     }
+}
+
+fn collect_garbage(
+    store: &Store,
+    content: &ContentStore,
+    snapshots: &Snapshotter,
+) -> Result<(), ImageError> {
+    let images = store.list::<ImageRecord>()?;
+    let containers = store.list::<ContainerRecord>()?;
+    let mut blobs = std::collections::HashSet::new();
+    let mut chains = std::collections::HashSet::new();
+    for image in &images {
+        blobs.insert(image.id.clone());
+        blobs.extend(image.manifest_digests.iter().cloned());
+        for layer in &image.layers {
+            blobs.insert(layer.digest.clone());
+            chains.insert(layer.chain_id.clone());
+        }
+    }
+    // A container keeps its image's layers even after the image is removed.
+    for container in &containers {
+        chains.extend(container.image_chain.iter().cloned());
+    }
+    let mut freed = (0, 0);
+    for digest in content.list()? {
+        if !blobs.contains(&digest) {
+            content.delete(&digest)?;
+            freed.0 += 1;
+        }
+    }
+    for chain in snapshots.layers()? {
+        if !chains.contains(&chain) {
+            snapshots.remove_layer(&chain)?;
+            freed.1 += 1;
+        }
+    }
+    if freed != (0, 0) {
+        tracing::info!(blobs = freed.0, layers = freed.1, "garbage collected");
+    }
+    Ok(())
 }
 
 fn add_unique(list: &mut Vec<String>, item: &str) {

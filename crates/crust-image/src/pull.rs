@@ -9,10 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use oci_client::Client;
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -23,11 +19,11 @@ use crust_store::{ImageConfig, LayerRecord};
 use crate::ImageError;
 use crate::content::ContentStore;
 use crate::manifest::{
-    ACCEPTED_MANIFEST_TYPES, BlobRef, Compression, Document, LayerRef, MAX_CONFIG_BYTES, Platform,
-    chain_ids, parse_config, parse_document, select_platform,
+    ACCEPTED_MANIFEST_TYPES, BlobRef, Compression, Document, LayerRef, MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES, Platform, chain_ids, parse_config, parse_document, select_platform,
 };
 use crate::reference::ImageRef;
-use crate::registry::{Credentials, Endpoint, client_for, endpoints, reference_at};
+use crate::registry::{Auth, Credentials, Endpoint, RegistryClient, endpoints, reference_at};
 
 /// How often pull progress is logged.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -58,9 +54,8 @@ pub struct Puller {
 
 /// A registry client bound to the endpoint that answered.
 struct Source {
-    client: Client,
+    client: RegistryClient,
     endpoint: Endpoint,
-    auth: RegistryAuth,
 }
 
 impl Puller {
@@ -96,7 +91,9 @@ impl Puller {
     pub async fn pull(&self, image: &ImageRef, creds: &Credentials) -> Result<Pulled, ImageError> {
         let (source, top_bytes, top_digest) = self.resolve(image, creds).await?;
         let mut manifest_digests = vec![top_digest.clone()];
-        self.content.put(&top_digest, &top_bytes)?;
+        // Manifests and config land in the content store only once every
+        // layer has: a refused or failed pull leaves nothing of its own.
+        let mut documents: Vec<(String, Vec<u8>)> = Vec::new();
         let (config_ref, layers) = match parse_document(&top_bytes)? {
             Document::Manifest { config, layers } => (config, layers),
             Document::Index(entries) => {
@@ -105,9 +102,10 @@ impl Puller {
                     .fetch_manifest(&source, image, Some(&entry.blob.digest))
                     .await?;
                 verify_digest(&bytes, &entry.blob.digest)?;
-                self.content.put(&entry.blob.digest, &bytes)?;
+                let parsed = parse_document(&bytes)?;
+                documents.push((entry.blob.digest.clone(), bytes));
                 manifest_digests.push(entry.blob.digest.clone());
-                match parse_document(&bytes)? {
+                match parsed {
                     Document::Manifest { config, layers } => (config, layers),
                     Document::Index(_) => {
                         return Err(ImageError::Invalid(
@@ -118,6 +116,7 @@ impl Puller {
                 }
             }
         };
+        documents.insert(0, (top_digest.clone(), top_bytes));
         let config_bytes = self.fetch_config(&source, image, &config_ref).await?;
         let parsed = parse_config(&config_bytes)?;
         if parsed.diff_ids.len() != layers.len() {
@@ -141,6 +140,16 @@ impl Puller {
             })
             .collect();
         self.fetch_layers(&source, image, &layers, &records).await?;
+        documents.push((config_ref.digest.clone(), config_bytes));
+        let content = self.content.clone();
+        tokio::task::spawn_blocking(move || {
+            for (digest, bytes) in &documents {
+                content.put(digest, bytes)?;
+            }
+            Ok::<_, ImageError>(())
+        })
+        .await
+        .map_err(|e| ImageError::Internal(format!("storing manifests: {e}")))??;
         let size = config_ref.size + layers.iter().map(|l| l.blob.size).sum::<u64>();
         Ok(Pulled {
             manifest_digest: top_digest,
@@ -158,10 +167,9 @@ impl Puller {
         &self,
         image: &ImageRef,
         creds: &Credentials,
-    ) -> Result<(Source, Bytes, String), ImageError> {
+    ) -> Result<(Source, Vec<u8>, String), ImageError> {
         let mut failures = Vec::new();
         for endpoint in endpoints(&self.config, &image.registry) {
-            let client = client_for(&endpoint, &self.ca_certs, self.stall_timeout());
             let (_, mut auth) = reference_at(&endpoint, image, &image.registry, None, creds);
             if !endpoint.is_mirror
                 && !creds.identity_token.is_empty()
@@ -177,12 +185,18 @@ impl Puller {
                     self.stall_timeout(),
                 )
                 .await?;
-                auth = RegistryAuth::Bearer(token);
+                auth = Auth::Bearer(token);
             }
+            let client = RegistryClient::new(
+                &endpoint,
+                &image.repository,
+                auth,
+                &self.ca_certs,
+                self.stall_timeout(),
+            )?;
             let source = Source {
                 client,
                 endpoint: endpoint.clone(),
-                auth,
             };
             match self.fetch_manifest(&source, image, None).await {
                 Ok(bytes) => {
@@ -216,7 +230,7 @@ impl Puller {
         source: &Source,
         image: &ImageRef,
         digest: Option<&str>,
-    ) -> Result<Bytes, ImageError> {
+    ) -> Result<Vec<u8>, ImageError> {
         let (reference, _) = reference_at(
             &source.endpoint,
             image,
@@ -224,16 +238,16 @@ impl Puller {
             digest,
             &Credentials::default(),
         );
-        let (bytes, _) = tokio::time::timeout(
-            self.stall_timeout(),
-            source
-                .client
-                .pull_manifest_raw(&reference, &source.auth, ACCEPTED_MANIFEST_TYPES),
-        )
-        .await
-        .map_err(|_| ImageError::Stalled(format!("manifest of {image}")))?
-        .map_err(|e| ImageError::registry(e, image))?;
-        Ok(bytes)
+        let name = image.to_string();
+        let fetch = source.client.manifest(
+            &reference,
+            ACCEPTED_MANIFEST_TYPES,
+            MAX_MANIFEST_BYTES,
+            &name,
+        );
+        tokio::time::timeout(self.stall_timeout(), fetch)
+            .await
+            .map_err(|_| ImageError::Stalled(format!("manifest of {image}")))?
     }
 
     async fn fetch_config(
@@ -249,27 +263,31 @@ impl Puller {
             )));
         }
         if self.content.has(&config.digest) {
-            return Ok(self.content.read(&config.digest, MAX_CONFIG_BYTES)?);
+            let content = self.content.clone();
+            let digest = config.digest.clone();
+            return tokio::task::spawn_blocking(move || content.read(&digest, MAX_CONFIG_BYTES))
+                .await
+                .map_err(|e| ImageError::Internal(format!("reading config: {e}")))?
+                .map_err(ImageError::from);
         }
-        let (reference, _) = reference_at(
-            &source.endpoint,
-            image,
-            &image.registry,
-            None,
-            &Credentials::default(),
-        );
-        let mut stream = source
-            .client
-            .pull_blob_stream(&reference, &descriptor(config))
-            .await
-            .map_err(|e| ImageError::registry(e, image))?;
+        let mut response = tokio::time::timeout(
+            self.stall_timeout(),
+            source.client.blob(&config.digest, &image.to_string()),
+        )
+        .await
+        .map_err(|_| ImageError::Stalled(format!("config of {image}")))??;
         let mut bytes = Vec::with_capacity(config.size as usize);
-        while let Some(chunk) = tokio::time::timeout(self.stall_timeout(), stream.next())
+        while let Some(chunk) = tokio::time::timeout(self.stall_timeout(), response.chunk())
             .await
             .map_err(|_| ImageError::Stalled(format!("config of {image}")))?
+            .map_err(|e| {
+                ImageError::Transfer(format!(
+                    "config of {image} from {}: {}",
+                    source.client.host,
+                    crate::registry::describe(&e)
+                ))
+            })?
         {
-            let chunk =
-                chunk.map_err(|e| ImageError::Transfer(format!("config of {image}: {e}")))?;
             if bytes.len() + chunk.len() > config.size as usize {
                 return Err(ImageError::Invalid(format!(
                     "config blob {} is larger than its descriptor says ({} bytes)",
@@ -278,7 +296,16 @@ impl Puller {
             }
             bytes.extend_from_slice(&chunk);
         }
-        self.content.put(&config.digest, &bytes)?;
+        // Stored with the manifests once the pull succeeds; verified now.
+        let actual = sha256_of(&bytes);
+        if actual != config.digest || bytes.len() as u64 != config.size {
+            return Err(ImageError::Invalid(format!(
+                "config blob {} does not match its content: got {actual}, {} bytes (expected {})",
+                config.digest,
+                bytes.len(),
+                config.size
+            )));
+        }
         Ok(bytes)
     }
 
@@ -347,31 +374,29 @@ impl Puller {
             progress.skip(index);
             return Ok(());
         }
-        let (reference, _) = reference_at(
-            &source.endpoint,
-            image,
-            &image.registry,
-            None,
-            &Credentials::default(),
-        );
-        let mut stream = source
-            .client
-            .pull_blob_stream(&reference, &descriptor(&layer.blob))
-            .await
-            .map_err(|e| ImageError::registry(e, image))?;
-        let ingest = self.content.ingest()?;
-        let pending = self.snapshots.begin_layer()?;
+        let mut response = tokio::time::timeout(
+            self.stall_timeout(),
+            source.client.blob(&layer.blob.digest, &image.to_string()),
+        )
+        .await
+        .map_err(|_| ImageError::Stalled(format!("layer {} of {image}", layer.blob.digest)))??;
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         let expected = layer.clone();
         let diff_id = record.diff_id.clone();
         let chain_id = record.chain_id.clone();
-        // The blocking half hashes, stores, decompresses and unpacks.
+        let content = self.content.clone();
+        let snapshots = self.snapshots.clone();
+        let limit = self.config.max_layer_uncompressed_bytes;
+        // The blocking half hashes, stores, decompresses and unpacks; a
+        // failure drops its temp file and temp dir (nothing is left).
         let unpack = tokio::task::spawn_blocking(move || {
-            unpack_stream(rx, ingest, pending, &expected, &diff_id, &chain_id)
+            let ingest = content.ingest()?;
+            let pending = snapshots.begin_layer()?;
+            unpack_stream(rx, ingest, pending, &expected, &diff_id, &chain_id, limit)
         });
         let mut received: u64 = 0;
         let transfer = loop {
-            let next = tokio::time::timeout(self.stall_timeout(), stream.next()).await;
+            let next = tokio::time::timeout(self.stall_timeout(), response.chunk()).await;
             match next {
                 Err(_) => {
                     break Err(ImageError::Stalled(format!(
@@ -379,14 +404,16 @@ impl Puller {
                         layer.blob.digest, layer.blob.size
                     )));
                 }
-                Ok(None) => break Ok(()),
-                Ok(Some(Err(e))) => {
+                Ok(Ok(None)) => break Ok(()),
+                Ok(Err(e)) => {
                     break Err(ImageError::Transfer(format!(
-                        "layer {}: {e}",
-                        layer.blob.digest
+                        "layer {} from {}: {}",
+                        layer.blob.digest,
+                        source.client.host,
+                        crate::registry::describe(&e)
                     )));
                 }
-                Ok(Some(Ok(chunk))) => {
+                Ok(Ok(Some(chunk))) => {
                     received += chunk.len() as u64;
                     if received > layer.blob.size {
                         break Err(ImageError::Invalid(format!(
@@ -422,6 +449,7 @@ fn unpack_stream(
     layer: &LayerRef,
     diff_id: &str,
     chain_id: &str,
+    max_uncompressed: u64,
 ) -> Result<(), ImageError> {
     let mut source = ChannelReader {
         rx,
@@ -431,8 +459,19 @@ fn unpack_stream(
         inner: &mut source,
         sink: &mut ingest,
     };
-    let (unpacked, drained, actual_diff) =
-        decompress_and_unpack(&mut tee, layer.compression, pending.path());
+    let (unpacked, drained, actual_diff) = decompress_and_unpack(
+        &mut tee,
+        layer.compression,
+        pending.path(),
+        max_uncompressed,
+    );
+    if let Err(crust_snapshot::UnpackError::TooLarge { limit }) = &unpacked {
+        // Refused while decompressing: no digest can redeem it.
+        return Err(ImageError::Unpack(format!(
+            "layer {}: it decompresses to more than {limit} bytes (registries.max_layer_uncompressed_bytes)",
+            layer.blob.digest
+        )));
+    }
     // Read to the end: the digests cover every byte (and a truncated or
     // corrupt stream shows up as a digest mismatch).
     let _ = std::io::copy(&mut tee, &mut std::io::sink());
@@ -458,41 +497,48 @@ fn unpack_stream(
     Ok(())
 }
 
-/// Decompresses and unpacks, hashing the uncompressed stream (diff id).
-/// Returns the unpack result, the result of reading the rest, and the
-/// diff id of everything read.
+/// Decompresses and unpacks, hashing the uncompressed stream (diff id),
+/// refusing more than `max_uncompressed` bytes of it. Returns the unpack
+/// result, the result of reading the rest, and the diff id of everything
+/// read.
 fn decompress_and_unpack(
     compressed: &mut dyn Read,
     compression: Compression,
     dest: &std::path::Path,
-) -> (Result<(), String>, std::io::Result<u64>, String) {
+    max_uncompressed: u64,
+) -> (
+    Result<(), crust_snapshot::UnpackError>,
+    std::io::Result<u64>,
+    String,
+) {
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(compressed),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
         Compression::Zstd => match zstd::stream::read::Decoder::new(compressed) {
             Ok(decoder) => Box::new(decoder),
-            Err(e) => return (Err(format!("zstd: {e}")), Ok(0), String::new()),
+            Err(e) => {
+                let e = crust_snapshot::UnpackError::Read {
+                    context: "opening the zstd stream".into(),
+                    source: e,
+                };
+                return (Err(e), Ok(0), String::new());
+            }
         },
     };
     let mut hashed = HashReader {
         inner: decompressed,
         hasher: Sha256::new(),
     };
-    let unpacked = crust_snapshot::unpack_layer(&mut hashed, dest)
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    let drained = std::io::copy(&mut hashed, &mut std::io::sink());
+    let unpacked =
+        crust_snapshot::unpack_layer_capped(&mut hashed, dest, max_uncompressed).map(|_| ());
+    // unpack_layer_capped reads to the end itself; after a failure the
+    // rest is not decompressed (a bomb would only burn CPU).
+    let drained = match &unpacked {
+        Ok(()) => std::io::copy(&mut hashed, &mut std::io::sink()),
+        Err(_) => Ok(0),
+    };
     let diff_id = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
     (unpacked, drained, diff_id)
-}
-
-fn descriptor(blob: &BlobRef) -> OciDescriptor {
-    OciDescriptor {
-        media_type: blob.media_type.clone(),
-        digest: blob.digest.clone(),
-        size: blob.size as i64,
-        ..Default::default()
-    }
 }
 
 fn sha256_of(bytes: &[u8]) -> String {

@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use crate::ImageError;
-
-/// Largest token response read.
-const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+use crate::registry::{describe, http_client, read_token_body, token_from_json};
 
 /// A Bearer challenge: `Bearer realm="...",service="...",scope="..."`.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,27 +88,15 @@ pub async fn exchange(
         image: format!("{base}/{repository}"),
         message,
     };
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        // A redirect must not carry the token anywhere else.
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(skip_verify)
-        .user_agent(concat!("crust/", env!("CARGO_PKG_VERSION")));
-    for pem in ca_certs {
-        let cert = reqwest::Certificate::from_pem(pem)
-            .map_err(|e| ImageError::Config(format!("CA file: {e}")))?;
-        builder = builder.add_root_certificate(cert);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| ImageError::Config(e.to_string()))?;
+    // A redirect must not carry the token anywhere else.
+    let client = http_client(ca_certs, skip_verify, timeout, false)?;
     let probe = client
         .get(format!("{base}/v2/"))
         .send()
         .await
         .map_err(|e| ImageError::Registry {
             image: repository.to_string(),
-            message: e.to_string(),
+            message: format!("GET {base}/v2/: {}", describe(&e)),
         })?;
     let challenge = probe
         .headers()
@@ -131,7 +117,7 @@ pub async fn exchange(
         ("scope", &scope),
         ("client_id", "crust"),
     ]);
-    let response = client
+    let mut response = client
         .post(&challenge.realm)
         .header(
             reqwest::header::CONTENT_TYPE,
@@ -140,29 +126,21 @@ pub async fn exchange(
         .body(body)
         .send()
         .await
-        .map_err(|e| denied(format!("token realm {}: {e}", challenge.realm)))?;
+        .map_err(|e| denied(format!("token realm {}: {}", challenge.realm, describe(&e))))?;
     let status = response.status();
-    let bytes = response
-        .bytes()
+    let bytes = read_token_body(&mut response, timeout, &challenge.realm)
         .await
-        .map_err(|e| denied(format!("token realm {}: {e}", challenge.realm)))?;
+        .map_err(|message| ImageError::Registry {
+            image: format!("{base}/{repository}"),
+            message,
+        })?;
     if !status.is_success() {
         return Err(denied(format!(
             "token realm {} refused the identity token: {status}",
             challenge.realm
         )));
     }
-    if bytes.len() > MAX_TOKEN_RESPONSE {
-        return Err(denied("token response too large".into()));
-    }
-    let json: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| denied(format!("token response is not JSON: {e}")))?;
-    json.get("access_token")
-        .or_else(|| json.get("token"))
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| denied("token response has no access_token".into()))
+    token_from_json(&bytes).map_err(denied)
 }
 
 #[cfg(test)]
