@@ -84,6 +84,21 @@ pub async fn serve(
         .bind(&format!("unix://{}", path.display()))
         .map_err(std::io::Error::other)?
         .register_service(service);
+    // Only shims (host root) publish here: whatever the umask made of it.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     server.start().await.map_err(std::io::Error::other)?;
     Ok((server, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_events_socket_is_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.sock");
+        let (_server, _rx) = super::serve(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+    }
 }

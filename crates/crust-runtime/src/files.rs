@@ -35,9 +35,20 @@ pub fn hosts(hostname: &str) -> String {
     out
 }
 
+/// Writes `name` in `dir`, 0644 whatever the umask or an earlier file's
+/// mode: containers running as any user read these through bind mounts.
 pub fn write(dir: &Path, name: &str, content: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(name);
-    std::fs::write(&path, content)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    file.write_all(content.as_bytes())?;
     Ok(path)
 }
 
@@ -57,6 +68,19 @@ pub fn validate_dns(dns: Option<&cri::DnsConfig>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_files_are_world_readable_whatever_was_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("hosts");
+        std::fs::write(&old, "old").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = write(dir.path(), "hosts", "new\n").unwrap();
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+    }
 
     #[test]
     fn resolv_conf_from_dns_config() {

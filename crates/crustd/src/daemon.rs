@@ -15,7 +15,6 @@ use crust_snapshot::Snapshotter;
 use crust_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 
 /// kubelet's own limit for CRI messages (ExecSync output can be large).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -37,7 +36,49 @@ fn lock_state_dir(state: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::Fil
     })
 }
 
+/// What every file crustd creates without an explicit mode gets: nothing
+/// writable by others, readable where it must be (containers running as
+/// other users read layer files, resolv.conf, hosts). Sockets, state dirs
+/// and private files get explicit modes; this guards against an inherited
+/// umask of 0 (world-writable files) or 077 (unreadable container files).
+const UMASK: u32 = 0o022;
+
+/// Sets the umask and raises the open-file limit (before any thread).
+fn prepare_process() {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(UMASK));
+    if old.bits() != UMASK {
+        tracing::info!(
+            from = format!("{:04o}", old.bits()),
+            to = format!("{UMASK:04o}"),
+            "umask set"
+        );
+    }
+    match raise_nofile_limit() {
+        Ok((soft, hard)) if soft < hard => tracing::info!(
+            from = soft,
+            to = hard,
+            "raised the open-file limit (RLIMIT_NOFILE soft) to the hard limit"
+        ),
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE)"),
+    }
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit: systemd gives
+/// services 1024 soft, which a client holding connections to the metrics
+/// or streaming port would exhaust, failing every CRI call with EMFILE.
+/// Returns the limits as they were.
+fn raise_nofile_limit() -> nix::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard))
+}
+
 pub fn run(config: Config) -> anyhow::Result<()> {
+    prepare_process();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,7 +213,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_stop())
+        .serve_with_incoming_shutdown(crate::socket::incoming(listener), wait_stop())
         .await;
     // Running pods are the shims' business: nothing here touches them.
     if let Err(e) = std::fs::remove_file(&socket_path) {
@@ -225,4 +266,22 @@ fn prepare_private_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
     tempfile::tempfile_in(dir)
         .with_context(|| format!("{what} dir {} is not writable", dir.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        if hard <= 1024 {
+            eprintln!("hard limit {hard}: nothing to raise");
+            return;
+        }
+        setrlimit(Resource::RLIMIT_NOFILE, 1024, hard).unwrap();
+        assert_eq!(raise_nofile_limit().unwrap(), (1024, hard));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }
