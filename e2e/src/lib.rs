@@ -818,3 +818,46 @@ impl CriClient {
             .map(|r| r.into_inner())
     }
 }
+
+/// A process's RLIMIT_NOFILE (soft, hard), from /proc/<pid>/limits
+/// (`u64::MAX` for unlimited).
+pub fn nofile_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("no open-file limit in /proc/<pid>/limits");
+    let mut values = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u64::MAX));
+    (values.next().unwrap(), values.next().unwrap())
+}
+
+/// Sets a process's RLIMIT_NOFILE (with prlimit(1); raising the hard
+/// limit needs root).
+pub fn set_nofile_limits(pid: u32, soft: u64, hard: u64) {
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={soft}:{hard}"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --nofile={soft}:{hard} failed");
+}
+
+/// A script in `dir` that runs [`crustd_binary`] with RLIMIT_NOFILE at
+/// `soft`:`hard` (systemd gives services 1024 soft), for
+/// [`CrustdOptions::binary`]; crustd itself, exec'd, still finds its shim.
+pub fn crustd_with_nofile_limits(dir: &Path, soft: u64, hard: u64) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("crustd-limited");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nulimit -S -n {soft} && ulimit -H -n {hard} && exec {} \"$@\"\n",
+            crustd_binary().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
