@@ -1940,3 +1940,215 @@ async fn mount_propagation_modes_are_honoured() {
     let err = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 }
+
+// ---------------------------------------------------------------------
+// The pod init (PID 1 of a shared-PID pod) is as confined as a pause
+// container: every container of the pod sees it.
+
+/// ptrace(PTRACE_ATTACH, pid): exit 0 when attached, else the errno.
+fn ptrace_attach_program(pid: u32) -> Vec<u8> {
+    let mut code = vec![0xbf, 16, 0, 0, 0]; // mov edi, PTRACE_ATTACH
+    code.push(0xbe); // mov esi, pid
+    code.extend(pid.to_le_bytes());
+    code.extend([
+        0x31, 0xd2, // xor edx, edx
+        0x45, 0x31, 0xd2, // xor r10d, r10d
+        0xb8, 101, 0, 0, 0, // mov eax, SYS_ptrace
+        0x0f, 0x05, // syscall
+        0x48, 0x85, 0xc0, // test rax, rax
+        0x78, 0x04, // js errno
+        0x31, 0xff, // xor edi, edi
+        0xeb, 0x05, // jmp exit
+        0x48, 0xf7, 0xd8, // errno: neg rax
+        0x89, 0xc7, // mov edi, eax
+        0xb8, 60, 0, 0, 0, // exit: mov eax, SYS_exit
+        0x0f, 0x05, // syscall
+    ]);
+    tiny_elf(&code)
+}
+
+#[tokio::test]
+async fn the_pod_init_gives_containers_nothing_of_the_host() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    // A host socket the pod must not see through /proc/1/net.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port_hex = format!(":{:04X}", listener.local_addr().unwrap().port());
+    assert!(
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap()
+            .contains(&port_hex),
+        "the host lists its own listener"
+    );
+    // A marker in the host's / that a container must not reach.
+    let marker = format!("crust-e2e-marker-{}", std::process::id());
+    let marker_path = Path::new("/var/tmp").join(&marker);
+    std::fs::write(&marker_path, "host").unwrap();
+
+    let pod_cfg = pod_config(&crustd, "pod-init"); // CRI's default: PID namespace per pod
+    let pod = c.run_pod(&pod_cfg).await;
+    let tools = host_dir(&crustd, "pod-init-tools");
+    let mut config = sleeper(
+        "tracer",
+        cri::LinuxContainerSecurityContext {
+            capabilities: caps(&["SYS_PTRACE"], &[]),
+            seccomp: profile(cri::security_profile::ProfileType::Unconfined, ""),
+            ..Default::default()
+        },
+    );
+    config.mounts.push(bind("/tools", &tools, true));
+    let tracer = c.run_container(&pod, &pod_cfg, config).await;
+    let plain = c
+        .run_container(&pod, &pod_cfg, sleeper("plain", Default::default()))
+        .await;
+
+    // /proc/1 is the init's, not a host process's.
+    let ps = sh(&mut c, &tracer, "cat /proc/1/status").await;
+    let field = |name: &str| {
+        ps.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {ps:?}"))
+            .trim()
+            .to_string()
+    };
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(set), "0000000000000000", "{set} of PID 1");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2");
+    assert_eq!(words(&field("Uid")), ["65535"; 4]);
+
+    // Its root is an empty directory, even to a container with SYS_PTRACE.
+    let root = sh(&mut c, &tracer, "ls -A /proc/1/root; echo end").await;
+    assert_eq!(root.stdout, "end", "PID 1's root holds something: {root:?}");
+    let reach = sh(
+        &mut c,
+        &tracer,
+        &format!("cat /proc/1/root/var/tmp/{marker}"),
+    )
+    .await;
+    assert_ne!(reach.code, 0, "a host file through /proc/1/root: {reach:?}");
+    assert_ne!(reach.stdout, "host");
+    // Its mount table is one tmpfs: no host path appears in it.
+    for id in [&tracer, &plain] {
+        let mounts = sh(&mut c, id, "cat /proc/1/mountinfo").await;
+        let lines: Vec<&str> = mounts.stdout.lines().collect();
+        assert!(lines.len() <= 1, "PID 1's mounts: {mounts:?}");
+        for host_path in [
+            crustd.root().display().to_string(),
+            crustd.state().display().to_string(),
+            "/sys/fs/cgroup".to_string(),
+            "/var".to_string(),
+        ] {
+            assert!(
+                !mounts.stdout.contains(&host_path),
+                "{host_path} in PID 1's mounts: {mounts:?}"
+            );
+        }
+        // Its network namespace is the pod's, not the host's.
+        let tcp = sh(&mut c, id, "cat /proc/1/net/tcp /proc/1/net/tcp6").await;
+        assert!(
+            !tcp.stdout.contains(&port_hex),
+            "the host's listener {port_hex} in PID 1's sockets: {tcp:?}"
+        );
+        // No descriptor of crustd's is open in it.
+        let fds = sh(&mut c, id, "ls -A /proc/1/fd 2>/dev/null; echo end").await;
+        assert_eq!(fds.stdout, "end", "PID 1 holds descriptors: {fds:?}");
+    }
+
+    // PTRACE_ATTACH to PID 1 fails with EPERM even with SYS_PTRACE, while
+    // the same program attaches to a process of the container's own.
+    let sibling = sh(&mut c, &tracer, "sleep 1000 >/dev/null 2>&1 & echo $!").await;
+    let sibling: u32 = sibling.stdout.trim().parse().unwrap();
+    write_program(&tools, "attach-1", &ptrace_attach_program(1), 0o755);
+    write_program(
+        &tools,
+        "attach-sibling",
+        &ptrace_attach_program(sibling),
+        0o755,
+    );
+    let own = sh(&mut c, &tracer, "/tools/attach-sibling; echo $?").await;
+    assert_eq!(own.stdout, "0", "ptrace works in the container: {own:?}");
+    let one = sh(&mut c, &tracer, "/tools/attach-1; echo $?").await;
+    assert_eq!(
+        one.stdout, "1",
+        "PTRACE_ATTACH to PID 1 must fail with EPERM: {one:?}"
+    );
+
+    // On the host: the init has a cgroup of its own in the pod's, and it
+    // and its guard are gone with the pod, cgroup included.
+    let init_pid = c.pod_info(&pod).await["podInitPid"].as_u64().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+        .unwrap_or_else(|| panic!("no memory cgroup: {cgroups}"));
+    let parent = pod_cfg.linux.as_ref().unwrap().cgroup_parent.clone();
+    assert!(
+        memory.ends_with(&format!("{parent}/{pod}")),
+        "the init's cgroup {memory} is not {parent}/{pod}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{init_pid}/status")).unwrap();
+    let guard_pid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(guard_pid > 0, "the init is traced by its guard");
+    c.remove_pod(&pod).await;
+    for pid in [init_pid as u32, guard_pid] {
+        let gone = (0..100).any(|_| {
+            let alive = Path::new(&format!("/proc/{pid}")).exists()
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ");
+            if alive {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            !alive
+        });
+        assert!(gone, "process {pid} outlived its pod");
+    }
+    let cgroup_dir = Path::new("/sys/fs/cgroup/memory")
+        .join(parent.trim_start_matches('/'))
+        .join(&pod);
+    let cgroup_dir = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup")
+            .join(parent.trim_start_matches('/'))
+            .join(&pod)
+    } else {
+        cgroup_dir
+    };
+    assert!(!cgroup_dir.exists(), "{} is left", cgroup_dir.display());
+    let _ = std::fs::remove_file(&marker_path);
+}
+
+#[tokio::test]
+async fn run_pod_sandbox_refuses_a_cgroup_parent_outside_the_hierarchy() {
+    let crustd = Crustd::start().await;
+    let mut c = crustd.client().await;
+    let escape = format!(
+        "/../../../../../../../../var/tmp/crust-e2e-cgroup-{}",
+        std::process::id()
+    );
+    let mut pod_cfg = pod_config(&crustd, "cgroup-escape");
+    pod_cfg.linux.as_mut().unwrap().cgroup_parent = escape.clone();
+    let err = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("RunPodSandbox must refuse the cgroup parent");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("cgroup_parent"), "{err:?}");
+    let made = Path::new(&format!("/var/tmp/crust-e2e-cgroup-{}", std::process::id())).exists();
+    assert!(
+        !made,
+        "RunPodSandbox made a directory outside the cgroup tree"
+    );
+}

@@ -97,6 +97,14 @@ pub fn ensure(path: &str) -> std::io::Result<bool> {
     Ok(created)
 }
 
+/// Moves process `pid` into cgroup `path` (every hierarchy of it).
+pub fn add_process(path: &str, pid: u32) -> std::io::Result<()> {
+    for dir in dirs(path) {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    }
+    Ok(())
+}
+
 /// Removes cgroup `path` (rmdir: only empty cgroups go). Idempotent.
 pub fn remove(path: &str) -> std::io::Result<()> {
     for dir in dirs(path) {

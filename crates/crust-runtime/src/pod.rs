@@ -67,6 +67,10 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<&cri::PodSandboxMetadata, 
         )));
     }
     files::validate_dns(config.dns_config.as_ref()).map_err(RuntimeError::InvalidArgument)?;
+    if let Some(linux) = &config.linux {
+        crust_spec::check_cgroup_parent(&linux.cgroup_parent)
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+    }
     // Unsafe sysctls fail the pod, not only its containers later.
     crust_spec::check_pod_sysctls(config)
         .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
@@ -292,15 +296,29 @@ impl Pods {
         }
         if pid == cri::NamespaceMode::Pod as i32 {
             let crustd = crate::crustd_path();
-            let userns = pinned.user.as_deref();
-            record.pod_init_pid = crate::pod_init::spawn(crustd, dir, userns).await?;
-            if userns.is_some() {
-                // The init is undumpable: containers join its namespace by
-                // this path, not through /proc/<pid>.
-                record.pidns = namespaces::pin_pid(&dir.join("ns"), record.pod_init_pid)
-                    .map_err(|e| RuntimeError::Internal(e.to_string()))?
-                    .display()
-                    .to_string();
+            let pod_namespaces = crate::pod_init::PodNamespaces {
+                user: pinned.user.clone(),
+                net: pinned.net.clone(),
+                ipc: pinned.ipc.clone(),
+                uts: pinned.uts.clone(),
+            };
+            let init = crate::pod_init::spawn(crustd, dir, &pod_namespaces).await?;
+            record.pod_init_pid = init.init;
+            // The init is undumpable: containers join its namespace by this
+            // path, not through /proc/<pid>.
+            record.pidns = namespaces::pin_pid(&dir.join("ns"), record.pod_init_pid)
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                .display()
+                .to_string();
+            if let Some(init_cgroup) = self.pod_init_cgroup(record) {
+                cgroup::ensure(&init_cgroup)
+                    .and_then(|_| cgroup::add_process(&init_cgroup, init.guard))
+                    .and_then(|()| cgroup::add_process(&init_cgroup, init.init))
+                    .map_err(|e| {
+                        RuntimeError::Internal(format!(
+                            "moving the pod init into cgroup {init_cgroup}: {e}"
+                        ))
+                    })?;
             }
         }
         if let Some(netns) = &pinned.net {
@@ -357,11 +375,15 @@ impl Pods {
             }
         }
         if record.pod_init_pid > 0 {
-            // Ending PID 1 ends every process left in the namespace.
+            // Ending PID 1 ends every process left in the namespace (and
+            // its guard, which follows it out).
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(record.pod_init_pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+        if let Some(init_cgroup) = self.pod_init_cgroup(record) {
+            remove_cgroup_once_empty(&init_cgroup, &record.id).await;
         }
         let pinned = PinnedNamespaces {
             net: (!record.netns.is_empty()).then(|| record.netns.clone().into()),
@@ -384,6 +406,19 @@ impl Pods {
         if !record.state_dir.is_empty() {
             let _ = std::fs::remove_dir_all(&record.state_dir);
         }
+    }
+
+    /// The pod init's own cgroup, beside its containers' in the pod's
+    /// parent (where containerd puts the pause container): cgroupfs only,
+    /// the systemd driver would need a scope of its own (not done).
+    fn pod_init_cgroup(&self, record: &SandboxRecord) -> Option<String> {
+        if self.cgroup_driver != crust_config::CgroupDriver::Cgroupfs || record.id.is_empty() {
+            return None;
+        }
+        let parent = record.cgroup_parent.trim_end_matches('/');
+        let parent = if parent.is_empty() { "/crust" } else { parent };
+        let sep = if parent.starts_with('/') { "" } else { "/" };
+        Some(format!("{sep}{parent}/{}", record.id))
     }
 
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
@@ -556,5 +591,21 @@ fn sandbox_state(record: &SandboxRecord) -> cri::PodSandboxState {
     match record.state {
         SandboxState::Ready => cri::PodSandboxState::SandboxReady,
         SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
+    }
+}
+
+/// Removes a cgroup whose processes were just SIGKILLed: they leave it a
+/// moment later, so rmdir is retried for up to a second.
+async fn remove_cgroup_once_empty(path: &str, pod_id: &str) {
+    let mut last = None;
+    for _ in 0..50 {
+        match cgroup::remove(path) {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Some(e) = last {
+        tracing::warn!(pod_id, cgroup = path, error = %e, "cannot remove the pod init's cgroup");
     }
 }

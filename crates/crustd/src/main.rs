@@ -45,6 +45,13 @@ enum Command {
         /// The pod's user namespace (pinned), for pods with hostUsers: false.
         #[arg(long)]
         userns: Option<PathBuf>,
+        /// The pod's network, IPC and UTS namespaces (pinned).
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        #[arg(long)]
+        ipcns: Option<PathBuf>,
+        #[arg(long)]
+        utsns: Option<PathBuf>,
     },
     /// Inspect configuration.
     Config {
@@ -73,8 +80,27 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::PodInit { userns, .. }) = &cli.command {
-        return Ok(crust_runtime::pod_init::run(userns.as_deref())?);
+    if let Some(Command::PodInit {
+        pod,
+        userns,
+        netns,
+        ipcns,
+        utsns,
+    }) = &cli.command
+    {
+        let pod = pod
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("pod-init needs --pod"))?;
+        let namespaces = crust_runtime::pod_init::PodNamespaces {
+            user: userns.clone(),
+            net: netns.clone(),
+            ipc: ipcns.clone(),
+            uts: utsns.clone(),
+        };
+        return Ok(crust_runtime::pod_init::run(
+            std::path::Path::new(pod),
+            &namespaces,
+        )?);
     }
     if let Some(Command::Config {
         action: ConfigAction::Default,
