@@ -322,6 +322,9 @@ def build_all():
              entry("escape/crust-evil-symlink", data=b"escaped\n")],
             "gzip", "write through a symlink to /tmp")]),
         "crust-test/multiarch:docker": multiarch(bb_gz, docker=True),
+        # An image VOLUME: its dir must live on the persistent root and be
+        # counted in the container's writable layer.
+        "crust-test/volume:latest": Image([bb_gz], {"Volumes": {"/data": {}}}),
     }
 
 

@@ -286,7 +286,7 @@ impl Pods {
         };
         let container = crust_spec::ContainerFacts {
             id: record.id.clone(),
-            volumes_dir: bundle.join("volumes"),
+            volumes_dir: self.volumes_dir(&record.id),
             oom_score_adj_min: self.oom_score_adj_min,
             idmapped_sources: crate::userns::idmapped_mounts(
                 &self.config.state,
@@ -334,6 +334,12 @@ impl Pods {
         .map_err(invalid)?;
         let userns = crate::userns::sandbox_mappings(sandbox)?;
         for (_, dir) in crust_spec::image_volumes(config, image, &container) {
+            // On the persistent root, never the state dir's RAM-backed
+            // tmpfs; parents are crust's own (0700).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&container.volumes_dir)?;
             std::fs::create_dir_all(&dir)?;
             if let Some(maps) = &userns {
                 crate::userns::give_to_pod(&dir, maps)?;
@@ -351,6 +357,14 @@ impl Pods {
         Ok(())
     }
 
+    /// Where a container's image VOLUME dirs live: `<root>/containers/<id>/
+    /// volumes`, on the persistent root beside the writable layers (as
+    /// containerd keeps them under its root), counted in the container's
+    /// writable layer usage and removed with it.
+    pub(crate) fn volumes_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("containers").join(id).join("volumes")
+    }
+
     /// Unmounts and deletes a container's rootfs and bundle (idempotent).
     pub(crate) fn remove_bundle(&self, record: &ContainerRecord) {
         let bundle = Path::new(&record.bundle);
@@ -364,6 +378,16 @@ impl Pods {
         crate::userns::release_idmapped_mounts(&self.config.state, &record.id);
         if let Err(e) = self.images.snapshots().remove_rw(&record.id) {
             tracing::warn!(container_id = %record.id, error = %e, "cannot remove writable layer");
+        }
+        // The id names a dir under the root: only a plain one (recovery
+        // passes names read from disk).
+        if !record.id.is_empty()
+            && record.id.bytes().all(|b| b.is_ascii_alphanumeric())
+            && let Some(dir) = self.volumes_dir(&record.id).parent()
+            && let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container_id = %record.id, error = %e, "cannot remove image volumes");
         }
         if !record.bundle.is_empty() {
             let _ = std::fs::remove_dir_all(bundle);
@@ -880,7 +904,14 @@ impl Pods {
             .join("rw")
             .join(&record.id)
             .join("upper");
-        let layer = crust_snapshot::dir_usage(&upper).unwrap_or_default();
+        let mut layer = crust_snapshot::dir_usage(&upper).unwrap_or_default();
+        // Image VOLUME dirs are the container's writes too.
+        let volumes = self.volumes_dir(&record.id);
+        if volumes.exists() {
+            let v = crust_snapshot::dir_usage(&volumes).unwrap_or_default();
+            layer.bytes += v.bytes;
+            layer.inodes += v.inodes;
+        }
         let config = record_config(&record);
         let value = |v: u64| Some(cri::UInt64Value { value: v });
         let stats = cri::ContainerStats {
