@@ -491,25 +491,37 @@ impl Cri {
     /// Container stats with a CPU rate from the previous sample, or from a
     /// fresh one 100 ms ago when there is none.
     async fn stats_of(&self, id: &str) -> Result<cri::ContainerStats, Status> {
-        let pods = &self.runtime.pods;
         let previous = self.runtime.stats_samples.lock().await.get(id).copied();
         let previous = match previous {
             Some(p) => p,
             None => {
-                let (_, first) = pods.container_stats(id, None).map_err(runtime_status)?;
+                let (_, first) = self.container_stats_blocking(id, None).await?;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 first
             }
         };
-        let (stats, sample) = pods
-            .container_stats(id, Some(previous))
-            .map_err(runtime_status)?;
+        let (stats, sample) = self.container_stats_blocking(id, Some(previous)).await?;
         let key = stats
             .attributes
             .as_ref()
             .map_or(id.to_string(), |a| a.id.clone());
         self.runtime.stats_samples.lock().await.insert(key, sample);
         Ok(stats)
+    }
+
+    /// Container stats walk the writable layer (a disk walk of unbounded
+    /// size): on the blocking pool, never on an async worker.
+    async fn container_stats_blocking(
+        &self,
+        id: &str,
+        previous: Option<crust_runtime::StatsSample>,
+    ) -> Result<(cri::ContainerStats, crust_runtime::StatsSample), Status> {
+        let pods = self.runtime.pods.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || pods.container_stats(&id, previous))
+            .await
+            .map_err(|e| Status::internal(format!("container stats: {e}")))?
+            .map_err(runtime_status)
     }
 
     async fn pod_stats_of(&self, id: &str) -> Result<cri::PodSandboxStats, Status> {
