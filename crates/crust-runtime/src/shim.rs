@@ -385,7 +385,8 @@ pub(crate) mod exposed {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     /// Exposed paths by (real path, dev, ino), leaked once each: one per
     /// binary version crustd saw in its life.
-    static SEEN: Mutex<Option<HashMap<(PathBuf, u64, u64), &'static Path>>> = Mutex::new(None);
+    type ExposedByIdentity = HashMap<(PathBuf, u64, u64), &'static Path>;
+    static SEEN: Mutex<Option<ExposedByIdentity>> = Mutex::new(None);
 
     /// Makes `<state>/bin` the place binaries are exposed and removes the
     /// mounts of earlier versions that nothing runs from. Called once, at
