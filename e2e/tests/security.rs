@@ -299,6 +299,19 @@ fn euid_program() -> Vec<u8> {
     ])
 }
 
+/// The tail of a program that made one syscall: exit 0 when it returned
+/// a non-negative value, else exit with its errno.
+const EXIT_WITH_ERRNO: [u8; 21] = [
+    0x48, 0x85, 0xc0, // test rax, rax
+    0x78, 0x04, // js errno
+    0x31, 0xff, // xor edi, edi
+    0xeb, 0x05, // jmp exit
+    0x48, 0xf7, 0xd8, // errno: neg rax
+    0x89, 0xc7, // mov edi, eax
+    0xb8, 60, 0, 0, 0, // exit: mov eax, SYS_exit
+    0x0f, 0x05, // syscall
+];
+
 /// io_uring_setup(1, &zeroed params): exit 0 when the ring was created,
 /// else the errno (1 = EPERM from seccomp).
 fn io_uring_program() -> Vec<u8> {
@@ -308,15 +321,8 @@ fn io_uring_program() -> Vec<u8> {
     code.extend([
         0xb8, 0xa9, 0x01, 0, 0, // mov eax, 425 (SYS_io_uring_setup)
         0x0f, 0x05, // syscall
-        0x48, 0x85, 0xc0, // test rax, rax
-        0x78, 0x04, // js errno
-        0x31, 0xff, // xor edi, edi
-        0xeb, 0x05, // jmp exit
-        0x48, 0xf7, 0xd8, // errno: neg rax
-        0x89, 0xc7, // mov edi, eax
-        0xb8, 60, 0, 0, 0, // exit: mov eax, SYS_exit
-        0x0f, 0x05, // syscall
     ]);
+    code.extend(EXIT_WITH_ERRNO);
     tiny_elf(&code)
 }
 
@@ -1955,15 +1961,8 @@ fn ptrace_attach_program(pid: u32) -> Vec<u8> {
         0x45, 0x31, 0xd2, // xor r10d, r10d
         0xb8, 101, 0, 0, 0, // mov eax, SYS_ptrace
         0x0f, 0x05, // syscall
-        0x48, 0x85, 0xc0, // test rax, rax
-        0x78, 0x04, // js errno
-        0x31, 0xff, // xor edi, edi
-        0xeb, 0x05, // jmp exit
-        0x48, 0xf7, 0xd8, // errno: neg rax
-        0x89, 0xc7, // mov edi, eax
-        0xb8, 60, 0, 0, 0, // exit: mov eax, SYS_exit
-        0x0f, 0x05, // syscall
     ]);
+    code.extend(EXIT_WITH_ERRNO);
     tiny_elf(&code)
 }
 
