@@ -235,6 +235,23 @@ impl Crustd {
         self.dir.path().join("state")
     }
 
+    /// Mount points below this crustd's dir, except the read-only host
+    /// binaries under state/bin that crustd spawns shims and pod inits from
+    /// (made at start, kept for crustd's life). After every pod is removed
+    /// this must be empty.
+    pub fn mounts_left(&self) -> Vec<String> {
+        let bin = self.state().join("bin");
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|p| p.replace("\\040", " "))
+            .filter(|p| {
+                Path::new(p).starts_with(self.dir.path()) && !Path::new(p).starts_with(&bin)
+            })
+            .collect()
+    }
+
     pub async fn client(&self) -> CriClient {
         let channel = connect(&self.socket).await;
         CriClient {

@@ -135,10 +135,10 @@ async fn pod_with_a_long_running_and_an_exiting_container() {
         c.remove_pod(&pod).await;
     }
     assert!(!pid_dir.exists(), "pod state dir left behind");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(crustd.dir.path().to_str().unwrap()),
-        "mounts left behind:\n{mounts}"
+    assert_eq!(
+        crustd.mounts_left(),
+        Vec::<String>::new(),
+        "mounts left behind"
     );
     assert!(
         c.runtime
@@ -975,16 +975,6 @@ fn dir_names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn mounts_under(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&*dir.to_string_lossy()))
-        .map(str::to_string)
-        .collect()
-}
-
 /// crustd SIGKILLed while pods and containers are being made: after the
 /// restart, nothing is left half made (every pod and container dir has a
 /// record), and removing what it reports leaves no mount, dir or shim.
@@ -1062,14 +1052,7 @@ async fn a_crash_while_pods_are_being_made_leaves_nothing_half_made() {
     }
     assert_eq!(dir_names(&state.join("pods")), Default::default());
     assert_eq!(dir_names(&state.join("containers")), Default::default());
-    // Only the read-only host binaries crustd spawns shims and pod inits
-    // from (state/bin, made at start, kept for crustd's life) stay mounted.
-    let bin = state.join("bin");
-    let left: Vec<String> = mounts_under(crustd.dir.path())
-        .into_iter()
-        .filter(|m| !std::path::Path::new(m).starts_with(&bin))
-        .collect();
-    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(crustd.mounts_left(), Vec::<String>::new());
     let shims: Vec<u32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
