@@ -179,7 +179,18 @@ pub fn container_intermediate_process(
                 Ok(_) => 0,
                 Err(e) => {
                     tracing::error!("failed to initialize container process: {e}");
-                    if let Err(err) = init_main_sender.exec_failed(e.to_string()) {
+                    // crust patch: the error sent to the main process
+                    // carries its whole cause chain ("failed to prepare
+                    // rootfs: ...: mount destination ... is in /proc"), not
+                    // only the outermost message, so the CRI caller can act.
+                    let mut chain = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        chain.push_str(": ");
+                        chain.push_str(&c.to_string());
+                        cause = c.source();
+                    }
+                    if let Err(err) = init_main_sender.exec_failed(chain) {
                         tracing::error!(?err, "failed sending error to main sender");
                     }
                     if let ContainerType::TenantContainer { exec_notify_fd } = args.container_type {
