@@ -304,6 +304,9 @@ impl Pods {
             };
             let init = crate::pod_init::spawn(crustd, dir, &pod_namespaces).await?;
             record.pod_init_pid = init.init;
+            // Recorded so tear-down signals this process and no other that
+            // later reuses its pid.
+            record.pod_init_start_time = crate::process::start_time(init.init).unwrap_or(0);
             // The init is undumpable: containers join its namespace by this
             // path, not through /proc/<pid>.
             record.pidns = namespaces::pin_pid(&dir.join("ns"), record.pod_init_pid)
@@ -329,7 +332,17 @@ impl Pods {
         }
         let shim = Shim::start(shim_binary, &record.id, dir, &self.events_socket).await?;
         record.shim_address = shim.address.clone();
-        record.shim_pid = shim.pid(&record.id).await.unwrap_or(0);
+        match shim.pid(&record.id).await {
+            Ok(pid) => {
+                record.shim_pid = pid;
+                record.shim_start_time = crate::process::start_time(pid).unwrap_or(0);
+            }
+            // Never a silent 0: ReopenContainerLog then asks the live shim,
+            // and tear-down relies on Shutdown alone.
+            Err(e) => {
+                tracing::warn!(pod_id = %record.id, error = %e, "the shim did not report its pid")
+            }
+        }
         self.shims.lock().await.insert(record.id.clone(), shim);
         Ok(())
     }
@@ -361,11 +374,9 @@ impl Pods {
             let _ = shim.shutdown(&record.id).await;
         }
         if record.shim_pid > 0 {
-            // A shim that ignored Shutdown is ours to end.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(record.shim_pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            // A shim that ignored Shutdown is ours to end, if it is still
+            // the process recorded (never pid 0, never a reused pid).
+            kill_if_same(&record.id, "shim", record.shim_pid, record.shim_start_time);
         }
         if !record.state_dir.is_empty() {
             let attachment = crate::network::attachment_path(Path::new(&record.state_dir));
@@ -377,9 +388,11 @@ impl Pods {
         if record.pod_init_pid > 0 {
             // Ending PID 1 ends every process left in the namespace (and
             // its guard, which follows it out).
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(record.pod_init_pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
+            kill_if_same(
+                &record.id,
+                "pod init",
+                record.pod_init_pid,
+                record.pod_init_start_time,
             );
         }
         if let Some(init_cgroup) = self.pod_init_cgroup(record) {
@@ -607,5 +620,17 @@ async fn remove_cgroup_once_empty(path: &str, pod_id: &str) {
     }
     if let Some(e) = last {
         tracing::warn!(pod_id, cgroup = path, error = %e, "cannot remove the pod init's cgroup");
+    }
+}
+
+/// SIGKILLs a process a pod record names, only if it is still the one that
+/// started at `recorded_start`; a gone process is fine, a reused pid or a
+/// record without a start time (from before start times were kept) is
+/// logged and left alone.
+fn kill_if_same(pod_id: &str, what: &str, pid: u32, recorded_start: u64) {
+    use crate::process::SignalError;
+    match crate::process::signal_if_same(pid, recorded_start, nix::sys::signal::Signal::SIGKILL) {
+        Ok(()) | Err(SignalError::Gone(_)) => {}
+        Err(e) => tracing::warn!(pod_id, error = %e, "not killing the pod's {what}"),
     }
 }
