@@ -845,10 +845,14 @@ impl Pods {
             stderr: err_path.display().to_string(),
             ..Default::default()
         };
-        shim.exec(id, exec_id, json, &stdio).await?;
-        shim.start_process(id, exec_id).await?;
         let budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(EXEC_OUTPUT_LIMIT));
+        // The request's timeout bounds the whole exec, the shim's Exec and
+        // Start included: a shim slow to start the process answers
+        // DeadlineExceeded at the caller's deadline, not at the 30 s shim
+        // call limit.
         let collect = async {
+            shim.exec(id, exec_id, json, &stdio).await?;
+            shim.start_process(id, exec_id).await?;
             let (a, b) = tokio::join!(
                 read_capped(stdout, budget.clone()),
                 read_capped(stderr, budget.clone())
