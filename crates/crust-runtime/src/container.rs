@@ -209,14 +209,17 @@ impl Pods {
                 .display()
                 .to_string();
         }
-        match self.prepare_bundle(
-            &sandbox,
-            &pod_config,
-            &config,
-            &image.config,
-            &bundle,
-            &mut record,
-        ) {
+        let prepared = crate::blocking(|| {
+            self.prepare_bundle(
+                &sandbox,
+                &pod_config,
+                &config,
+                &image.config,
+                &bundle,
+                &mut record,
+            )
+        });
+        match prepared {
             Ok(()) => {
                 self.store.put(&record)?;
                 self.publish(LifecycleKind::Created, &id, &record.sandbox_id);

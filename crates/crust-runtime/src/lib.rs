@@ -77,6 +77,19 @@ pub struct Pods {
     lifecycle_end: tokio::sync::watch::Sender<bool>,
 }
 
+/// Runs disk- and CPU-heavy synchronous work (mounting a rootfs, reading
+/// image files, building a spec) from async code without stalling the
+/// worker: on crustd's multi-threaded runtime the worker hands its other
+/// tasks to the rest of the pool first (`block_in_place`). Work that needs
+/// `&self` cannot move to `spawn_blocking`, which wants `'static`. A
+/// current-thread runtime (some unit tests) just runs it.
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// crustd's own path, read once at start: once a package upgrade has
 /// replaced the binary, /proc/self/exe names the deleted file, while this
 /// path holds the new one (the shim beside it keeps being found).
