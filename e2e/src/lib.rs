@@ -762,6 +762,33 @@ impl CriClient {
         serde_json::from_str(&status.info["info"]).unwrap()
     }
 
+    /// CreateContainer; the error as the caller gets it.
+    pub async fn create_container(
+        &mut self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.to_string(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// StartContainer; the error as the caller gets it.
+    pub async fn start_container(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map(drop)
+    }
+
     /// Creates and starts a container; returns its id.
     pub async fn run_container(
         &mut self,
@@ -770,22 +797,10 @@ impl CriClient {
         config: cri::ContainerConfig,
     ) -> String {
         let id = self
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.to_string(),
-                config: Some(config),
-                sandbox_config: Some(pod_config.clone()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        self.runtime
-            .start_container(cri::StartContainerRequest {
-                container_id: id.clone(),
-            })
+            .create_container(pod, pod_config, config)
             .await
             .unwrap();
+        self.start_container(&id).await.unwrap();
         id
     }
 

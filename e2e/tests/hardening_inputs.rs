@@ -18,31 +18,6 @@ async fn ready(crustd: &Crustd, image: &str) -> CriClient {
     c
 }
 
-async fn create(
-    c: &mut CriClient,
-    pod: &str,
-    pod_cfg: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    c.runtime
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(config),
-            sandbox_config: Some(pod_cfg.clone()),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
-async fn start(c: &mut CriClient, id: &str) -> Result<(), tonic::Status> {
-    c.runtime
-        .start_container(cri::StartContainerRequest {
-            container_id: id.to_string(),
-        })
-        .await
-        .map(|_| ())
-}
-
 /// The container's init PID as the host sees it (verbose status).
 async fn container_pid(c: &mut CriClient, id: &str) -> u32 {
     let status = c
@@ -127,7 +102,8 @@ async fn image_with_150000_env_entries_is_refused_and_crustd_keeps_answering() {
     let mut creator = crustd.client().await;
     let config = container_config("env", &image_ref(image), &["true"]);
     let (pod2, pod_cfg2) = (pod.clone(), pod_cfg.clone());
-    let created = tokio::spawn(async move { create(&mut creator, &pod2, &pod_cfg2, config).await });
+    let created =
+        tokio::spawn(async move { creator.create_container(&pod2, &pod_cfg2, config).await });
     // Meanwhile: Version answers, each within a generous bound.
     let mut answered = 0;
     while !created.is_finished() || answered == 0 {
@@ -184,7 +160,10 @@ async fn cri_lists_over_their_limits_are_refused() {
             value: "v".into(),
         })
         .collect();
-    let e = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+    let e = c
+        .create_container(&pod, &pod_cfg, config)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("envs"), "{e:?}");
     let mut config = container_config("mounts", &image_ref(BUSYBOX), &["true"]);
@@ -195,7 +174,10 @@ async fn cri_lists_over_their_limits_are_refused() {
             ..Default::default()
         })
         .collect();
-    let e = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+    let e = c
+        .create_container(&pod, &pod_cfg, config)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("mounts"), "{e:?}");
     let mut bad_pod = pod_config(&crustd, "dns");
@@ -324,7 +306,7 @@ async fn working_dir_is_refused_or_harmless(
 ) -> &'static str {
     let mut config = container_config(name, &image_ref(image), &["sleep", "3600"]);
     config.working_dir = working_dir.to_string();
-    let id = match create(c, pod, pod_cfg, config).await {
+    let id = match c.create_container(pod, pod_cfg, config).await {
         Err(e) => {
             assert_eq!(
                 e.code(),
@@ -336,7 +318,7 @@ async fn working_dir_is_refused_or_harmless(
         }
         Ok(id) => id,
     };
-    if start(c, &id).await.is_err() {
+    if c.start_container(&id).await.is_err() {
         return "failed to start";
     }
     let pid = container_pid(c, &id).await;
@@ -410,13 +392,13 @@ async fn pod_files_land_inside(crustd: &Crustd, image: &str, pod_name: &str, sha
     }
     let pod = c.run_pod(&pod_cfg).await;
     let config = container_config("c", &image_ref(image), &["sleep", "3600"]);
-    match create(&mut c, &pod, &pod_cfg, config).await {
+    match c.create_container(&pod, &pod_cfg, config).await {
         Err(e) => {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{image}: {e:?}");
             eprintln!("{image}: refused at create: {}", e.message());
         }
         Ok(id) => {
-            if let Err(e) = start(&mut c, &id).await {
+            if let Err(e) = c.start_container(&id).await {
                 // youki resolves mount targets inside the rootfs with
                 // openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) and
                 // refuses a target that is itself a symlink, as runc refuses
@@ -507,13 +489,13 @@ async fn image_volumes_through_symlinks_stay_in_the_rootfs() {
     let pod_cfg = pod_config(&crustd, "vol-links");
     let pod = c.run_pod(&pod_cfg).await;
     let config = container_config("v", &image_ref(image), &["sleep", "3600"]);
-    match create(&mut c, &pod, &pod_cfg, config).await {
+    match c.create_container(&pod, &pod_cfg, config).await {
         Err(e) => {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
             assert!(e.message().contains("VOLUME"), "{e:?}");
         }
         Ok(id) => {
-            if let Err(e) = start(&mut c, &id).await {
+            if let Err(e) = c.start_container(&id).await {
                 // Refused while preparing the rootfs (openat2 in the root,
                 // no magic links): the message names the volume path.
                 assert!(

@@ -16,31 +16,6 @@ async fn ready(crustd: &Crustd) -> CriClient {
     c
 }
 
-async fn create(
-    c: &mut CriClient,
-    pod: &str,
-    pod_cfg: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    c.runtime
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(config),
-            sandbox_config: Some(pod_cfg.clone()),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
-async fn start(c: &mut CriClient, id: &str) -> Result<(), tonic::Status> {
-    c.runtime
-        .start_container(cri::StartContainerRequest {
-            container_id: id.to_string(),
-        })
-        .await
-        .map(drop)
-}
-
 /// A host file a container must never write to.
 fn host_file(crustd: &Crustd) -> PathBuf {
     let path = crustd.dir.path().join("host-secret");
@@ -64,7 +39,10 @@ async fn log_paths_outside_the_log_directory_are_refused() {
     ] {
         let mut config = container_config("bad", &image_ref(BUSYBOX), &["echo", "escaped"]);
         config.log_path = bad.to_string();
-        let err = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+        let err = c
+            .create_container(&pod, &pod_cfg, config)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
         assert!(err.message().contains("log_path"), "{err:?}");
     }
@@ -87,7 +65,10 @@ async fn a_symlink_at_the_log_path_never_receives_output() {
     std::fs::create_dir_all(logs.join("early")).unwrap();
     std::os::unix::fs::symlink(&host, logs.join("early/0.log")).unwrap();
     let config = container_config("early", &image_ref(BUSYBOX), &["echo", "escaped"]);
-    let err = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+    let err = c
+        .create_container(&pod, &pod_cfg, config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
     // A parent dir planted as a symlink: refused too.
@@ -96,26 +77,29 @@ async fn a_symlink_at_the_log_path_never_receives_output() {
     std::os::unix::fs::symlink(&elsewhere, logs.join("parent")).unwrap();
     let mut config = container_config("parent", &image_ref(BUSYBOX), &["echo", "escaped"]);
     config.log_path = "parent/sub/0.log".into();
-    let err = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+    let err = c
+        .create_container(&pod, &pod_cfg, config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(!elsewhere.join("sub").exists());
 
     // Planted between CreateContainer and StartContainer: the shim refuses
     // to open it and the start fails.
     let config = container_config("late", &image_ref(BUSYBOX), &["echo", "escaped"]);
-    let id = create(&mut c, &pod, &pod_cfg, config).await.unwrap();
+    let id = c.create_container(&pod, &pod_cfg, config).await.unwrap();
     std::os::unix::fs::symlink(&host, logs.join("late/0.log")).unwrap();
-    let err = start(&mut c, &id).await.unwrap_err();
+    let err = c.start_container(&id).await.unwrap_err();
     assert!(
         err.message().contains("0.log"),
         "the error names the log: {err:?}"
     );
     // A parent swapped for a symlink after CreateContainer: the same.
     let config = container_config("swapped", &image_ref(BUSYBOX), &["echo", "escaped"]);
-    let id = create(&mut c, &pod, &pod_cfg, config).await.unwrap();
+    let id = c.create_container(&pod, &pod_cfg, config).await.unwrap();
     std::fs::remove_dir(logs.join("swapped")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, logs.join("swapped")).unwrap();
-    start(&mut c, &id).await.unwrap_err();
+    c.start_container(&id).await.unwrap_err();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(std::fs::read_to_string(&host).unwrap(), "host content\n");
     assert!(!elsewhere.join("0.log").exists());

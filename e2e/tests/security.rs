@@ -114,22 +114,6 @@ fn privileged_pod(crustd: &Crustd, name: &str) -> cri::PodSandboxConfig {
     p
 }
 
-async fn create(
-    c: &mut CriClient,
-    pod: &str,
-    pod_cfg: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    c.runtime
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(config),
-            sandbox_config: Some(pod_cfg.clone()),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
 /// CreateContainer must fail with InvalidArgument and a message holding
 /// every one of `words`.
 async fn create_fails(
@@ -139,7 +123,8 @@ async fn create_fails(
     config: cri::ContainerConfig,
     words: &[&str],
 ) {
-    let err = create(c, pod, pod_cfg, config)
+    let err = c
+        .create_container(pod, pod_cfg, config)
         .await
         .expect_err("CreateContainer must fail");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -1186,14 +1171,9 @@ async fn unsafe_sysctls_are_refused_safe_ones_are_set() {
             Err(e) => e,
             Ok(r) => {
                 let bad_pod = r.into_inner().pod_sandbox_id;
-                create(
-                    &mut c,
-                    &bad_pod,
-                    &bad_cfg,
-                    sleeper("main", Default::default()),
-                )
-                .await
-                .expect_err("a container with an unsafe pod sysctl must not be created")
+                c.create_container(&bad_pod, &bad_cfg, sleeper("main", Default::default()))
+                    .await
+                    .expect_err("a container with an unsafe pod sysctl must not be created")
             }
         };
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {err:?}");
@@ -1943,7 +1923,10 @@ async fn mount_propagation_modes_are_honoured() {
     // Bidirectional needs a privileged container.
     let mut config = sleeper("unprivileged-shared", Default::default());
     config.mounts = vec![volume(cri::MountPropagation::PropagationBidirectional)];
-    let err = create(&mut c, &pod, &pod_cfg, config).await.unwrap_err();
+    let err = c
+        .create_container(&pod, &pod_cfg, config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 }
 
