@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crust_config::{CgroupDriver, Config};
 use crust_image::Images;
-use crust_runtime::{Pods, StatsSample};
+use crust_runtime::Pods;
 use crust_store::Store;
 use k8s_cri::v1 as cri;
 
@@ -29,8 +29,6 @@ pub struct Runtime {
     pub pods: Arc<Pods>,
     /// Hands out the URLs of Exec, Attach and PortForward.
     pub streaming: crust_stream::StreamServer,
-    /// The last CPU reading per container, to report a rate.
-    pub stats_samples: tokio::sync::Mutex<std::collections::HashMap<String, StatsSample>>,
 }
 
 /// The gRPC face of crust: one value serves both CRI services.

@@ -488,37 +488,12 @@ impl Cri {
             .map_err(runtime_status)
     }
 
-    /// Container stats with a CPU rate from the previous sample, or from a
-    /// fresh one 100 ms ago when there is none.
-    async fn stats_of(&self, id: &str) -> Result<cri::ContainerStats, Status> {
-        let previous = self.runtime.stats_samples.lock().await.get(id).copied();
-        let previous = match previous {
-            Some(p) => p,
-            None => {
-                let (_, first) = self.container_stats_blocking(id, None).await?;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                first
-            }
-        };
-        let (stats, sample) = self.container_stats_blocking(id, Some(previous)).await?;
-        let key = stats
-            .attributes
-            .as_ref()
-            .map_or(id.to_string(), |a| a.id.clone());
-        self.runtime.stats_samples.lock().await.insert(key, sample);
-        Ok(stats)
-    }
-
     /// Container stats walk the writable layer (a disk walk of unbounded
     /// size): on the blocking pool, never on an async worker.
-    async fn container_stats_blocking(
-        &self,
-        id: &str,
-        previous: Option<crust_runtime::StatsSample>,
-    ) -> Result<(cri::ContainerStats, crust_runtime::StatsSample), Status> {
+    async fn stats_of(&self, id: &str) -> Result<cri::ContainerStats, Status> {
         let pods = self.runtime.pods.clone();
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || pods.container_stats(&id, previous))
+        tokio::task::spawn_blocking(move || pods.container_stats(&id))
             .await
             .map_err(|e| Status::internal(format!("container stats: {e}")))?
             .map_err(runtime_status)
@@ -599,6 +574,19 @@ impl Cri {
             info.insert(
                 "cgroupDriver".to_string(),
                 serde_json::to_string(&rt.cgroup_driver).unwrap_or_default(),
+            );
+            // Records found undecodable at start: an operator must see them
+            // (they were moved aside, bytes intact, in the store's
+            // quarantine table).
+            let quarantined: Vec<_> = rt
+                .store
+                .quarantined()
+                .iter()
+                .map(|q| serde_json::json!({ "kind": q.table, "id": q.key, "error": q.error }))
+                .collect();
+            info.insert(
+                "quarantinedRecords".to_string(),
+                serde_json::Value::from(quarantined).to_string(),
             );
         }
         // The default handler is reported under "" too, as kubelet looks

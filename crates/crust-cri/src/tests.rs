@@ -32,7 +32,6 @@ fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
         images,
         pods,
         streaming,
-        stats_samples: Default::default(),
     }))
 }
 

@@ -14,7 +14,7 @@ use crust_store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 
 use crate::events::ShimEvent;
 use crate::lifecycle::LifecycleKind;
-use crate::{Pods, RuntimeError, cgroup, new_id, now_nanos, resolve_prefix};
+use crate::{Pods, RuntimeError, cgroup, new_id, now_nanos};
 
 /// ExecSync output cap, stdout and stderr together (kubelet's own limit).
 pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
@@ -31,11 +31,34 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
-/// One cgroup reading, kept to turn CPU time into a rate.
-#[derive(Debug, Clone, Copy)]
-pub struct StatsSample {
+/// One cgroup reading, kept per container to turn CPU time into a rate
+/// at the next stats call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatsSample {
     pub at_nanos: i64,
     pub cpu_nanos: u64,
+}
+
+impl StatsSample {
+    /// CPU cores used (in nanocores) between `previous` and `self`; None
+    /// when they do not make an interval (a clock step, a reset counter).
+    pub fn nano_cores_since(&self, previous: StatsSample) -> Option<u64> {
+        (self.at_nanos > previous.at_nanos && self.cpu_nanos >= previous.cpu_nanos).then(|| {
+            ((self.cpu_nanos - previous.cpu_nanos) as f64
+                / (self.at_nanos - previous.at_nanos) as f64
+                * 1e9) as u64
+        })
+    }
+}
+
+/// What a container's first stats call measures its CPU rate from: its
+/// start, when it used no CPU yet, so the first rate is the mean since
+/// start (no sleep inside the request to take a second reading).
+fn first_sample(record: &ContainerRecord) -> Option<StatsSample> {
+    (record.started_at > 0).then_some(StatsSample {
+        at_nanos: record.started_at,
+        cpu_nanos: 0,
+    })
 }
 
 fn container_state(record: &ContainerRecord) -> cri::ContainerState {
@@ -105,9 +128,7 @@ pub(crate) fn record_config(record: &ContainerRecord) -> cri::ContainerConfig {
 
 impl Pods {
     fn container(&self, id_or_prefix: &str) -> Result<Option<ContainerRecord>, RuntimeError> {
-        let all = self.store.list::<ContainerRecord>()?;
-        let id = resolve_prefix(all.iter().map(|c| c.id.as_str()), id_or_prefix, "container")?;
-        Ok(id.and_then(|id| all.into_iter().find(|c| c.id == id)))
+        crate::lookup(&self.store, id_or_prefix, "container")
     }
 
     pub(crate) fn require_container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
@@ -161,12 +182,7 @@ impl Pods {
             })?;
         let lock = self.lock_for(&name);
         let _held = lock.lock().await;
-        if let Some(holder) = self
-            .store
-            .list::<ContainerRecord>()?
-            .into_iter()
-            .find(|c| c.name == name)
-        {
+        if let Some(holder) = self.store.by_name::<ContainerRecord>(&name) {
             return Err(RuntimeError::AlreadyExists(format!(
                 "container name {name:?} is already in use by container {}; remove it first",
                 holder.id
@@ -184,7 +200,7 @@ impl Pods {
             .and_then(|()| crust_spec::limits::check_container_config(&config))
             .and_then(|()| crust_spec::limits::check_pod_config(&pod_config))
             .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
-        let id = new_id();
+        let id = new_id()?;
         let bundle = self.config.state.join("containers").join(&id);
         let mut record = ContainerRecord {
             id: id.clone(),
@@ -413,7 +429,7 @@ impl Pods {
         let stdout = if record.log_path.is_empty() {
             String::new()
         } else {
-            format!("crilog://{}", shim_log_path(&sandbox, &record).display())
+            crust_shim_proto::stdio::log_uri(&shim_log_path(&sandbox, &record))
         };
         let stdio = crate::shim::Stdio {
             stdin: crate::stream::stdin_fifo(&record)?,
@@ -659,6 +675,10 @@ impl Pods {
         }
         self.remove_bundle(record);
         self.store.delete::<ContainerRecord>(&record.id)?;
+        self.stats_samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.id);
         self.publish(LifecycleKind::Deleted, &record.id, &record.sandbox_id);
         Ok(())
     }
@@ -810,7 +830,7 @@ impl Pods {
         if tty {
             add_default_term(&mut process);
         }
-        let exec_id = format!("exec-{}", &new_id()[..16]);
+        let exec_id = format!("exec-{}", &new_id()?[..16]);
         let dir = bundle.join("execs").join(&exec_id);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -885,12 +905,10 @@ impl Pods {
         })
     }
 
-    /// Reads a container's cgroup usage and writable layer.
-    pub fn container_stats(
-        &self,
-        id: &str,
-        previous: Option<StatsSample>,
-    ) -> Result<(cri::ContainerStats, StatsSample), RuntimeError> {
+    /// Reads a container's cgroup usage and writable layer (a disk walk:
+    /// call it off the async workers). The CPU rate is from this
+    /// container's previous reading, which this one replaces.
+    pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, RuntimeError> {
         let record = self.require_container(id)?;
         let usage = cgroup::usage(&record.cgroup_path);
         let now = now_nanos();
@@ -898,12 +916,11 @@ impl Pods {
             at_nanos: now,
             cpu_nanos: usage.cpu_usage_nanos,
         };
-        let nano_cores = previous
-            .filter(|p| now > p.at_nanos && usage.cpu_usage_nanos >= p.cpu_nanos)
-            .map(|p| {
-                ((usage.cpu_usage_nanos - p.cpu_nanos) as f64 / (now - p.at_nanos) as f64 * 1e9)
-                    as u64
-            });
+        let previous = {
+            let mut samples = self.stats_samples.lock().unwrap_or_else(|e| e.into_inner());
+            samples.insert(record.id.clone(), sample).or_else(|| first_sample(&record))
+        };
+        let nano_cores = previous.and_then(|p| sample.nano_cores_since(p));
         let upper = self
             .images
             .snapshots()
@@ -952,7 +969,7 @@ impl Pods {
             }),
             ..Default::default()
         };
-        Ok((stats, sample))
+        Ok(stats)
     }
 
     pub fn container_ids(
@@ -1270,6 +1287,27 @@ fn oci_resources(r: &cri::LinuxContainerResources) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_rate_comes_from_the_previous_sample_or_the_start() {
+        let at = |secs: i64, cpu_ms: u64| StatsSample {
+            at_nanos: secs * 1_000_000_000,
+            cpu_nanos: cpu_ms * 1_000_000,
+        };
+        // 500 ms of CPU over 2 s: a quarter of a core.
+        assert_eq!(at(12, 1500).nano_cores_since(at(10, 1000)), Some(250_000_000));
+        // No interval (same instant, clock stepped back, counter reset).
+        assert_eq!(at(10, 1000).nano_cores_since(at(10, 900)), None);
+        assert_eq!(at(9, 1000).nano_cores_since(at(10, 900)), None);
+        assert_eq!(at(12, 100).nano_cores_since(at(10, 900)), None);
+        // Without a previous reading: from the start, at zero CPU.
+        let started = ContainerRecord {
+            started_at: 10_000_000_000,
+            ..Default::default()
+        };
+        assert_eq!(first_sample(&started), Some(at(10, 0)));
+        assert_eq!(first_sample(&ContainerRecord::default()), None);
+    }
 
     #[test]
     fn stop_signals_by_name_and_number() {

@@ -10,6 +10,7 @@ use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::{Events, create_events};
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim_protos::ttrpc::asynchronous::Server;
+use crust_shim_proto::events as shim_events;
 use tokio::sync::mpsc;
 
 /// What crustd cares about from a shim.
@@ -50,9 +51,9 @@ impl Events for Forwarder {
 fn decode(request: &ForwardRequest) -> Option<ShimEvent> {
     let envelope = request.envelope.as_ref()?;
     let any = envelope.event.as_ref()?;
-    let kind = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+    let kind = shim_events::type_name(&any.type_url);
     match kind {
-        "containerd.events.TaskExit" => {
+        k if k == shim_events::EXIT.type_url => {
             let e = TaskExit::parse_from_bytes(&any.value).ok()?;
             let at = e.exited_at.as_ref();
             Some(ShimEvent::Exit {
@@ -62,7 +63,7 @@ fn decode(request: &ForwardRequest) -> Option<ShimEvent> {
                 exited_at_nanos: at.map_or(0, |t| t.seconds * 1_000_000_000 + t.nanos as i64),
             })
         }
-        "containerd.events.TaskOOM" => {
+        k if k == shim_events::OOM.type_url => {
             let e = TaskOOM::parse_from_bytes(&any.value).ok()?;
             Some(ShimEvent::Oom {
                 container_id: e.container_id,

@@ -26,7 +26,7 @@ use crust_image::Images;
 use crust_store::Store;
 use tokio::sync::Mutex;
 
-pub use container::{ExecOutput, StatsSample};
+pub use container::ExecOutput;
 pub use events::ShimEvent;
 pub use stream::StreamBackend;
 
@@ -69,6 +69,9 @@ pub struct Pods {
     shims: Mutex<HashMap<String, shim::Shim>>,
     /// Serializes lifecycle changes of one pod or container at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Each container's last stats reading, for its next CPU rate; dropped
+    /// with the container.
+    stats_samples: std::sync::Mutex<HashMap<String, container::StatsSample>>,
     /// The lowest oom_score_adj crustd may give a container.
     oom_score_adj_min: i64,
     cni: Arc<crust_cni::Cni>,
@@ -132,6 +135,7 @@ impl Pods {
             events_socket,
             shims: Mutex::new(HashMap::new()),
             locks: std::sync::Mutex::new(HashMap::new()),
+            stats_samples: std::sync::Mutex::new(HashMap::new()),
             oom_score_adj_min,
             cni: Arc::new(cni),
             lifecycle: lifecycle::channel(),
@@ -184,14 +188,13 @@ impl Pods {
     }
 }
 
-/// A 64-hex id like containerd's.
-fn new_id() -> String {
+/// A 64-hex id like containerd's, from the kernel's CSPRNG: an id must
+/// never repeat, so a failed read is an error, not zeros.
+fn new_id() -> Result<String, RuntimeError> {
     let mut bytes = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
-    }
-    hex::encode(bytes)
+    getrandom::fill(&mut bytes)
+        .map_err(|e| RuntimeError::Internal(format!("cannot read random bytes for an id: {e}")))?;
+    Ok(hex::encode(bytes))
 }
 
 fn now_nanos() -> i64 {
@@ -200,30 +203,23 @@ fn now_nanos() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Resolves a full id or unique prefix among `ids`.
-fn resolve_prefix<'a>(
-    ids: impl Iterator<Item = &'a str>,
-    prefix: &str,
+/// The record a full id or unique id prefix names, via the store's index.
+fn lookup<R: crust_store::Record>(
+    store: &Store,
+    id_or_prefix: &str,
     what: &str,
-) -> Result<Option<String>, RuntimeError> {
-    if prefix.is_empty() {
+) -> Result<Option<R>, RuntimeError> {
+    if id_or_prefix.is_empty() {
         return Err(RuntimeError::InvalidArgument(format!(
             "{what} id is required"
         )));
     }
-    let matches: Vec<&str> = ids.filter(|id| id.starts_with(prefix)).collect();
-    match matches.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one.to_string())),
-        many => {
-            if let Some(exact) = many.iter().find(|id| **id == prefix) {
-                return Ok(Some(exact.to_string()));
-            }
-            Err(RuntimeError::InvalidArgument(format!(
-                "{what} id prefix {prefix:?} is ambiguous ({} matches)",
-                many.len()
-            )))
-        }
+    match store.lookup::<R>(id_or_prefix) {
+        crust_store::Lookup::Found(record) => Ok(Some(record)),
+        crust_store::Lookup::Missing => Ok(None),
+        crust_store::Lookup::Ambiguous(n) => Err(RuntimeError::InvalidArgument(format!(
+            "{what} id prefix {id_or_prefix:?} is ambiguous ({n} matches)"
+        ))),
     }
 }
 
@@ -232,22 +228,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_64_hex_and_prefixes_resolve() {
-        let id = new_id();
+    fn ids_are_64_hex_and_differ() {
+        let id = new_id().unwrap();
         assert_eq!(id.len(), 64);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
-        let ids = ["abc123", "abd456", "ffff"];
-        assert_eq!(
-            resolve_prefix(ids.iter().copied(), "abc", "pod")
-                .unwrap()
-                .as_deref(),
-            Some("abc123")
-        );
-        assert!(resolve_prefix(ids.iter().copied(), "ab", "pod").is_err());
-        assert_eq!(
-            resolve_prefix(ids.iter().copied(), "zz", "pod").unwrap(),
-            None
-        );
-        assert!(resolve_prefix(ids.iter().copied(), "", "pod").is_err());
+        assert_ne!(id, new_id().unwrap());
+        assert_ne!(id, "0".repeat(64));
+    }
+
+    #[test]
+    fn empty_and_ambiguous_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["abc123", "abd456"] {
+            store
+                .put(&crust_store::SandboxRecord {
+                    id: id.into(),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        let find = |p| lookup::<crust_store::SandboxRecord>(&store, p, "pod sandbox");
+        assert_eq!(find("abc").unwrap().map(|r| r.id).as_deref(), Some("abc123"));
+        let err = find("ab").unwrap_err().to_string();
+        assert!(err.contains("ambiguous (2 matches)"), "{err}");
+        assert!(find("").unwrap_err().to_string().contains("id is required"));
+        assert!(find("zz").unwrap().is_none());
     }
 }

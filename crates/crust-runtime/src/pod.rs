@@ -13,7 +13,7 @@ use crust_store::{ContainerRecord, SandboxRecord, SandboxState};
 use crate::lifecycle::LifecycleKind;
 use crate::namespaces::{self, NamespaceSet, PinnedNamespaces};
 use crate::shim::{self, Shim};
-use crate::{Pods, RuntimeError, cgroup, files, new_id, now_nanos, resolve_prefix};
+use crate::{Pods, RuntimeError, cgroup, files, new_id, now_nanos};
 
 /// Size of a pod's /dev/shm, as Docker and containerd default to.
 const SHM_SIZE: &str = "size=65536k";
@@ -94,13 +94,7 @@ impl Pods {
         &self,
         id_or_prefix: &str,
     ) -> Result<Option<SandboxRecord>, RuntimeError> {
-        let all = self.store.list::<SandboxRecord>()?;
-        let id = resolve_prefix(
-            all.iter().map(|s| s.id.as_str()),
-            id_or_prefix,
-            "pod sandbox",
-        )?;
-        Ok(id.and_then(|id| all.into_iter().find(|s| s.id == id)))
+        crate::lookup(&self.store, id_or_prefix, "pod sandbox")
     }
 
     pub(crate) fn require_sandbox(&self, id: &str) -> Result<SandboxRecord, RuntimeError> {
@@ -148,18 +142,13 @@ impl Pods {
         }
         let lock = self.lock_for(&name);
         let _held = lock.lock().await;
-        if let Some(holder) = self
-            .store
-            .list::<SandboxRecord>()?
-            .into_iter()
-            .find(|s| s.name == name)
-        {
+        if let Some(holder) = self.store.by_name::<SandboxRecord>(&name) {
             return Err(RuntimeError::AlreadyExists(format!(
                 "pod sandbox name {name:?} is already in use by pod {}; remove it first",
                 holder.id
             )));
         }
-        let id = new_id();
+        let id = new_id()?;
         let dir = self.config.state.join("pods").join(&id);
         std::fs::DirBuilder::new()
             .recursive(true)

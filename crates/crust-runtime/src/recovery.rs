@@ -29,19 +29,34 @@ impl Pods {
     /// the CRI socket serves: a pod or container being made has no record
     /// yet either. Ids are random, so no new one can collide later.
     pub fn find_orphans(&self) -> Orphans {
-        let known = |ids: Result<Vec<String>, crust_store::StoreError>| -> Option<HashSet<String>> {
-            ids.ok().map(|v| v.into_iter().collect())
+        // A quarantined record's pod or container is still someone's: its
+        // dir and processes are left for an operator, never taken for debris.
+        let quarantined = |kind: &str| -> Vec<String> {
+            self.store
+                .quarantined()
+                .iter()
+                .filter(|q| q.table == kind)
+                .map(|q| q.key.clone())
+                .collect()
+        };
+        let known = |ids: Result<Vec<String>, crust_store::StoreError>,
+                     kind: &str|
+         -> Option<HashSet<String>> {
+            ids.ok()
+                .map(|v| v.into_iter().chain(quarantined(kind)).collect())
         };
         let state = std::fs::canonicalize(&self.config.state).unwrap_or(self.config.state.clone());
         let pods = known(
             self.store
                 .list::<SandboxRecord>()
                 .map(|l| l.into_iter().map(|r| r.id).collect()),
+            <SandboxRecord as crust_store::Record>::NAME,
         );
         let containers = known(
             self.store
                 .list::<ContainerRecord>()
                 .map(|l| l.into_iter().map(|r| r.id).collect()),
+            <ContainerRecord as crust_store::Record>::NAME,
         );
         let unknown = |dir: PathBuf, ids: &Option<HashSet<String>>| {
             subdirs(&dir)

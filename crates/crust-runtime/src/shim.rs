@@ -345,7 +345,7 @@ impl Shim {
 }
 
 /// A process's stdio for Create and Exec: FIFO paths or a `crilog://`
-/// URI; empty strings mean none.
+/// URI (see [`crust_shim_proto::stdio`]); empty strings mean none.
 #[derive(Debug, Clone, Default)]
 pub struct Stdio {
     pub stdin: String,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crust_shim_proto::attach::{self, HEADER_LEN};
+use crust_shim_proto::bundle::ATTACH_SOCKET;
 use crust_store::{ContainerRecord, SandboxRecord, SandboxState};
 use crust_stream::{BoxFuture, BoxWrite, ProcessIo};
 use k8s_cri::v1 as cri;
@@ -22,10 +24,6 @@ use crate::{Pods, RuntimeError};
 
 /// The FIFO in a container's bundle that feeds its stdin.
 const STDIN_FIFO: &str = "stdin";
-/// The shim's socket in a container's bundle that streams its output.
-const ATTACH_SOCKET: &str = "attach";
-/// Largest frame the attach socket may announce (the shim sends <= 8 KiB).
-const MAX_ATTACH_FRAME: usize = 1 << 20;
 /// How long an exec's output may stay silent after the process exited
 /// before it is given up (a background child can hold the pipe for ever).
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
@@ -355,25 +353,23 @@ impl Pods {
             ));
         }
         let (mut stdout, mut stderr) = (io.stdout, io.stderr);
-        let mut header = [0u8; 5];
+        let mut head = [0u8; HEADER_LEN];
         let mut payload = Vec::new();
         loop {
-            if socket.read_exact(&mut header).await.is_err() {
+            if socket.read_exact(&mut head).await.is_err() {
                 break;
             }
-            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            if len > MAX_ATTACH_FRAME {
-                return Err(RuntimeError::Internal(format!(
-                    "attach socket sent a {len}-byte frame"
-                )));
-            }
-            payload.resize(len, 0);
+            // A length over the limit is refused before making room for it.
+            let frame = attach::decode_header(&head).map_err(|e| {
+                RuntimeError::Internal(format!("attach socket sent a {}-byte frame", e.len))
+            })?;
+            payload.resize(frame.len, 0);
             if socket.read_exact(&mut payload).await.is_err() {
                 break;
             }
-            let target = match header[0] {
-                1 => &mut stdout,
-                2 => &mut stderr,
+            let target = match frame.stream {
+                attach::STDOUT => &mut stdout,
+                attach::STDERR => &mut stderr,
                 _ => continue,
             };
             if let Some(w) = target

@@ -3,13 +3,13 @@
 //! Contract (crustd is the client):
 //! - At Create the shim listens on a unix `SOCK_STREAM` socket named
 //!   [`SOCKET_NAME`] in the container's bundle directory, mode 0600. It binds
-//!   through an `O_PATH` fd of the bundle (`/proc/self/fd/<fd>/attach`), as
+//!   through an `O_PATH` fd of the bundle (`/proc/self/fd/<fd>/<name>`), as
 //!   bundle paths may be longer than a socket address allows; clients connect
 //!   the same way. The file is removed at Delete.
 //! - Each client gets every byte of the process's output from the moment it
-//!   is accepted, as frames `[stream: u8][len: u32 big-endian][payload]`,
-//!   stream 1 = stdout (also a terminal's output), 2 = stderr, payloads as
-//!   the copier read them (at most 8 KiB). Output goes to its usual
+//!   is accepted, as the frames of [`crust_shim_proto::attach`] (stream
+//!   [`STDOUT`], also a terminal's output, or [`STDERR`]), payloads as the
+//!   copier read them (at most 8 KiB). Output goes to its usual
 //!   destinations (CRI log, FIFOs) as well; a stream whose destination is
 //!   empty (`/dev/null`) is not read, so it is not attached either, and a
 //!   stream going to a FIFO flows only once that FIFO has a reader.
@@ -48,22 +48,20 @@ use nix::sys::socket::{
 };
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
+use crust_shim_proto::attach::{HEADER_LEN, encode_header};
+pub use crust_shim_proto::attach::{STDERR, STDOUT};
 /// The socket's name in the bundle directory.
-pub const SOCKET_NAME: &str = "attach";
+pub use crust_shim_proto::bundle::ATTACH_SOCKET as SOCKET_NAME;
+
 /// Most clients attached to one process at a time.
 pub const MAX_CLIENTS: usize = 16;
 /// Send buffer asked for each client: how much output a client may lag
 /// behind before it is dropped.
 pub const SEND_BUFFER: usize = 1024 * 1024;
-/// Frame stream ids.
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
 
 /// The header of a frame of `len` payload bytes on `stream`.
-pub fn frame_header(stream: u8, len: usize) -> [u8; 5] {
-    let len = u32::try_from(len).expect("frame payloads are at most a copy buffer");
-    let l = len.to_be_bytes();
-    [stream, l[0], l[1], l[2], l[3]]
+pub fn frame_header(stream: u8, len: usize) -> [u8; HEADER_LEN] {
+    encode_header(stream, len).expect("frame payloads are at most a copy buffer")
 }
 
 /// The clients attached to one process's output. Shared by its output
@@ -169,7 +167,7 @@ fn prune_hung_up(conns: &mut Vec<UnixStream>) {
 }
 
 /// One whole frame without blocking, or false.
-fn send_frame(fd: BorrowedFd<'_>, header: &[u8; 5], data: &[u8]) -> bool {
+fn send_frame(fd: BorrowedFd<'_>, header: &[u8; HEADER_LEN], data: &[u8]) -> bool {
     let iov = [io::IoSlice::new(header), io::IoSlice::new(data)];
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
     loop {
@@ -206,7 +204,8 @@ pub struct AttachSocket {
 }
 
 impl AttachSocket {
-    /// Listens on `<bundle>/attach`, replacing a stale socket of that name.
+    /// Listens on [`SOCKET_NAME`] in `bundle`, replacing a stale socket of
+    /// that name.
     pub fn bind(bundle: &Path) -> io::Result<AttachSocket> {
         let dir = open_path(bundle)?;
         let path = format!("/proc/self/fd/{}/{SOCKET_NAME}", dir.as_raw_fd());
@@ -286,6 +285,7 @@ impl Drop for AttachSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crust_shim_proto::attach::{FrameError, decode};
     use std::io::Read;
 
     /// Reads frames until EOF; a dropped client may end mid-frame.
@@ -295,15 +295,17 @@ mod tests {
         let mut out = Vec::new();
         let mut rest = &all[..];
         while !rest.is_empty() {
-            let whole = rest.len() >= 5
-                && rest.len() >= 5 + u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-            if !whole {
-                assert!(may_truncate, "truncated frame");
-                break;
+            match decode(rest) {
+                Ok((frame, next)) => {
+                    out.push((frame.stream, frame.payload.to_vec()));
+                    rest = next;
+                }
+                Err(FrameError::Truncated) => {
+                    assert!(may_truncate, "truncated frame");
+                    break;
+                }
+                Err(e) => panic!("{e}"),
             }
-            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-            out.push((rest[0], rest[5..5 + len].to_vec()));
-            rest = &rest[5 + len..];
         }
         out
     }
@@ -313,7 +315,7 @@ mod tests {
         assert_eq!(frame_header(STDOUT, 0), [1, 0, 0, 0, 0]);
         assert_eq!(frame_header(STDERR, 5), [2, 0, 0, 0, 5]);
         assert_eq!(frame_header(STDOUT, 8192), [1, 0, 0, 0x20, 0]);
-        assert_eq!(frame_header(STDERR, 0x0102_0304), [2, 1, 2, 3, 4]);
+        assert_eq!(frame_header(STDERR, 0x0A_0B0C), [2, 0, 0x0A, 0x0B, 0x0C]);
     }
 
     #[test]
@@ -352,12 +354,12 @@ mod tests {
         // Far more than any send buffer: the slow client (never reading)
         // is dropped, sending never blocks, the reading client gets it all.
         let chunk = vec![b'x'; 8192];
-        let mut frame = vec![0u8; 5 + chunk.len()];
+        let mut frame = vec![0u8; HEADER_LEN + chunk.len()];
         for _ in 0..2048 {
             a.send(STDOUT, &chunk);
             good_peer.read_exact(&mut frame).unwrap();
-            assert_eq!(frame[..5], frame_header(STDOUT, chunk.len()));
-            assert_eq!(frame[5..], chunk[..]);
+            assert_eq!(frame[..HEADER_LEN], frame_header(STDOUT, chunk.len()));
+            assert_eq!(frame[HEADER_LEN..], chunk[..]);
         }
         assert_eq!(a.clients(), 1, "the slow and the gone client are dropped");
         a.close();

@@ -2,8 +2,9 @@
 //! standard way: an `Envelope` (topic, namespace, timestamp, event as an
 //! `Any`) sent with `containerd.services.events.ttrpc.v1.Events/Forward` to
 //! TTRPC_ADDRESS, as containerd-shim's `RemotePublisher` does. The event's
-//! type URL is written out here instead of asking protobuf reflection, which
-//! would build descriptor tables (hundreds of KB) in every shim.
+//! type URL is written out (in `crust_shim_proto::events`) instead of
+//! asking protobuf reflection, which would build descriptor tables
+//! (hundreds of KB) in every shim.
 //!
 //! Publishing runs on its own thread behind a bounded queue: a runtime that
 //! is down or slow loses events (it reconciles with State/Wait when it
@@ -20,46 +21,14 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
-use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{Client, context};
 
 use crate::timefmt::to_timestamp;
 use crate::trim::Activity;
 
-/// A topic and the protobuf type of its events.
-#[derive(Clone, Copy, Debug)]
-pub struct Topic {
-    pub topic: &'static str,
-    type_url: &'static str,
-}
-
-pub const CREATE: Topic = Topic {
-    topic: topics::TASK_CREATE_EVENT_TOPIC,
-    type_url: "containerd.events.TaskCreate",
-};
-pub const START: Topic = Topic {
-    topic: topics::TASK_START_EVENT_TOPIC,
-    type_url: "containerd.events.TaskStart",
-};
-pub const EXIT: Topic = Topic {
-    topic: topics::TASK_EXIT_EVENT_TOPIC,
-    type_url: "containerd.events.TaskExit",
-};
-pub const OOM: Topic = Topic {
-    topic: topics::TASK_OOM_EVENT_TOPIC,
-    type_url: "containerd.events.TaskOOM",
-};
-pub const DELETE: Topic = Topic {
-    topic: topics::TASK_DELETE_EVENT_TOPIC,
-    type_url: "containerd.events.TaskDelete",
-};
-pub const EXEC_ADDED: Topic = Topic {
-    topic: topics::TASK_EXEC_ADDED_EVENT_TOPIC,
-    type_url: "containerd.events.TaskExecAdded",
-};
-pub const EXEC_STARTED: Topic = Topic {
-    topic: topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-    type_url: "containerd.events.TaskExecStarted",
+/// The topics published, and the message type of each (crustd decodes by them).
+pub use crust_shim_proto::events::{
+    CREATE, DELETE, EXEC_ADDED, EXEC_STARTED, EXIT, OOM, START, Topic,
 };
 
 const QUEUE: usize = 256;
@@ -158,5 +127,53 @@ fn forward(address: &str, rx: Receiver<Envelope>, activity: &Activity) {
         }
         drop(client);
         activity.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use containerd_shim_protos::events::task::{
+        TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart,
+    };
+    use containerd_shim_protos::protobuf::MessageFull;
+    use containerd_shim_protos::topics;
+
+    use super::*;
+
+    /// The topics and type URLs written out in crust-shim-proto are
+    /// containerd's.
+    #[test]
+    fn topics_and_types_are_containerds() {
+        fn name<M: MessageFull>() -> String {
+            M::descriptor().full_name().to_owned()
+        }
+        for (topic, want_topic, want_type) in [
+            (
+                CREATE,
+                topics::TASK_CREATE_EVENT_TOPIC,
+                name::<TaskCreate>(),
+            ),
+            (START, topics::TASK_START_EVENT_TOPIC, name::<TaskStart>()),
+            (EXIT, topics::TASK_EXIT_EVENT_TOPIC, name::<TaskExit>()),
+            (OOM, topics::TASK_OOM_EVENT_TOPIC, name::<TaskOOM>()),
+            (
+                DELETE,
+                topics::TASK_DELETE_EVENT_TOPIC,
+                name::<TaskDelete>(),
+            ),
+            (
+                EXEC_ADDED,
+                topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+                name::<TaskExecAdded>(),
+            ),
+            (
+                EXEC_STARTED,
+                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                name::<TaskExecStarted>(),
+            ),
+        ] {
+            assert_eq!(topic.topic, want_topic);
+            assert_eq!(topic.type_url, want_type);
+        }
     }
 }

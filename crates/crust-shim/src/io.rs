@@ -2,8 +2,8 @@
 //! container, and the threads that copy between them.
 //!
 //! Accepted stdio values:
-//! - `crilog://<abs path>` (stdout): stdout and stderr go to that file in the
-//!   CRI log format (see `crilog.rs`);
+//! - `crilog://<abs path>` (stdout, see [`crust_shim_proto::stdio`]): stdout
+//!   and stderr go to that file in the CRI log format (see `crilog.rs`);
 //! - an absolute path: a FIFO, as containerd's `ctr` passes them;
 //! - empty: `/dev/null`, except for a container's main process, whose
 //!   output is still read (and dropped) so that attach clients see it.
@@ -32,11 +32,14 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crust_shim_proto::stdio::{LOG_SCHEME, parse_log_uri};
+
 use crate::attach::{self, Attachers};
 use crate::crilog::{CriLog, LineSplitter, Stream};
 
-const LOG_SCHEME: &str = "crilog://";
 const COPY_BUF: usize = 8 * 1024;
+// A copy buffer's worth of output is sent as one attach frame.
+const _: () = assert!(COPY_BUF <= crust_shim_proto::attach::MAX_PAYLOAD);
 const COPIER_STACK: usize = 128 * 1024;
 /// Most stdin bytes passed on after CloseIO: what writers had written
 /// before it, not what they keep writing.
@@ -73,7 +76,9 @@ impl StdioConfig {
             // `crilog://` on stdout carries both streams.
             (Out::Log(p), Out::None) => stderr = Out::Log(p.clone()),
             (Out::Log(a), Out::Log(b)) if a != b => {
-                return Err("stdout and stderr must name the same crilog:// file".into());
+                return Err(format!(
+                    "stdout and stderr must name the same {LOG_SCHEME} file"
+                ));
             }
             _ => {}
         }
@@ -114,8 +119,8 @@ impl StdioConfig {
 fn parse_out(s: &str) -> Result<Out, String> {
     if s.is_empty() {
         Ok(Out::None)
-    } else if let Some(p) = s.strip_prefix(LOG_SCHEME) {
-        Ok(Out::Log(absolute(p)?))
+    } else if let Some(p) = parse_log_uri(s).map_err(|e| e.to_string())? {
+        Ok(Out::Log(p.to_path_buf()))
     } else if s.contains("://") {
         Err(format!(
             "unsupported stdio URI {s:?} (want {LOG_SCHEME}<path> or a FIFO path)"

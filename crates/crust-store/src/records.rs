@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
-use crate::Record;
+use crate::{Changes, Index, Indexed, Record, Staged};
 
 /// A pulled image, keyed by its ID (the config digest, as containerd does).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +157,25 @@ pub struct ContainerRecord {
     pub config: serde_json::Value,
 }
 
+/// The index plumbing every record kind has: which field of the index and
+/// of a transaction's staged changes holds it.
+macro_rules! indexed_in {
+    ($field:ident) => {
+        fn indexed(index: &Index) -> &Indexed<Self> {
+            &index.$field
+        }
+        fn indexed_mut(index: &mut Index) -> &mut Indexed<Self> {
+            &mut index.$field
+        }
+        fn staged(staged: &Staged) -> &Changes<Self> {
+            &staged.$field
+        }
+        fn staged_mut(staged: &mut Staged) -> &mut Changes<Self> {
+            &mut staged.$field
+        }
+    };
+}
+
 impl Record for ImageRecord {
     const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
         TableDefinition::new("images");
@@ -164,6 +183,7 @@ impl Record for ImageRecord {
     fn id(&self) -> &str {
         &self.id
     }
+    indexed_in!(images);
 }
 
 impl Record for SandboxRecord {
@@ -173,6 +193,11 @@ impl Record for SandboxRecord {
     fn id(&self) -> &str {
         &self.id
     }
+    /// `<name>_<namespace>_<uid>_<attempt>`, as kubelet reuses it.
+    fn unique_name(&self) -> Option<&str> {
+        (!self.name.is_empty()).then_some(self.name.as_str())
+    }
+    indexed_in!(sandboxes);
 }
 
 impl Record for ContainerRecord {
@@ -182,6 +207,11 @@ impl Record for ContainerRecord {
     fn id(&self) -> &str {
         &self.id
     }
+    /// `<name>_<pod name>_<attempt>`.
+    fn unique_name(&self) -> Option<&str> {
+        (!self.name.is_empty()).then_some(self.name.as_str())
+    }
+    indexed_in!(containers);
 }
 
 #[cfg(test)]

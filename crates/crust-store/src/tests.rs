@@ -145,31 +145,110 @@ fn second_open_of_same_root_is_refused_clearly() {
     assert!(err.to_string().contains("another crustd"), "{err}");
 }
 
-#[test]
-fn old_records_missing_new_fields_still_decode() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+/// Writes raw bytes into a table behind the store's back, as an older
+/// crust or a damaged disk would have left them.
+fn write_raw(root: &Path, table: TableDefinition<'static, &'static str, &'static [u8]>, key: &str, bytes: &[u8]) {
+    let store = Store::open(root).unwrap();
     let tx = store.db.begin_write().unwrap();
-    tx.open_table(ImageRecord::TABLE)
-        .unwrap()
-        .insert("sha256:old", br#"{"id":"sha256:old","size":7}"#.as_slice())
-        .unwrap();
+    tx.open_table(table).unwrap().insert(key, bytes).unwrap();
     tx.commit().unwrap();
-    let img: ImageRecord = store.get("sha256:old").unwrap().unwrap();
-    assert_eq!(img.size, 7);
-    assert!(img.repo_tags.is_empty());
 }
 
 #[test]
-fn corrupt_record_is_reported_with_its_key() {
+fn old_records_missing_new_fields_still_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    write_raw(dir.path(), ImageRecord::TABLE, "sha256:old", br#"{"id":"sha256:old","size":7}"#);
+    let store = Store::open(dir.path()).unwrap();
+    let img: ImageRecord = store.get("sha256:old").unwrap().unwrap();
+    assert_eq!(img.size, 7);
+    assert!(img.repo_tags.is_empty());
+    assert!(store.quarantined().is_empty());
+}
+
+#[test]
+fn corrupt_record_is_quarantined_and_the_rest_still_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .put(&ContainerRecord {
+                id: "c2".into(),
+                name: "good".into(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    write_raw(dir.path(), ContainerRecord::TABLE, "c1", b"not json");
+    let store = Store::open(dir.path()).unwrap();
+    let bad = store.quarantined();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].table, bad[0].key.as_str()), ("container", "c1"));
+    assert!(bad[0].error.contains("container/c1"), "{bad:?}");
+    // Lookups no longer trip over it; the good record still serves.
+    assert_eq!(store.get::<ContainerRecord>("c1").unwrap(), None);
+    assert!(matches!(store.lookup::<ContainerRecord>("c"), Lookup::Found(c) if c.id == "c2"));
+    assert_eq!(store.list::<ContainerRecord>().unwrap().len(), 1);
+    // Its bytes are kept, under quarantine, and it is reported once only.
+    let tx = store.db.begin_read().unwrap();
+    let kept = tx.open_table(QUARANTINE).unwrap();
+    assert_eq!(kept.get("containers/c1").unwrap().unwrap().value(), b"not json");
+    drop(kept);
+    drop(tx);
+    drop(store);
+    assert!(Store::open(dir.path()).unwrap().quarantined().is_empty());
+}
+
+#[test]
+fn lookup_by_prefix_and_name() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let tx = store.db.begin_write().unwrap();
-    tx.open_table(ContainerRecord::TABLE)
-        .unwrap()
-        .insert("c1", b"not json".as_slice())
+    for (id, name) in [("abc123", "web_0"), ("abd456", "db_0"), ("abc", "short_0")] {
+        store
+            .put(&SandboxRecord {
+                id: id.into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let found = |p: &str| match store.lookup::<SandboxRecord>(p) {
+        Lookup::Found(r) => Some(r.id),
+        Lookup::Missing => None,
+        Lookup::Ambiguous(n) => Some(format!("ambiguous {n}")),
+    };
+    assert_eq!(found("abd").as_deref(), Some("abd456"));
+    assert_eq!(found("abc1").as_deref(), Some("abc123"));
+    // A full id wins over the longer ids it prefixes.
+    assert_eq!(found("abc").as_deref(), Some("abc"));
+    assert_eq!(found("ab").as_deref(), Some("ambiguous 3"));
+    assert_eq!(found("zz"), None);
+    assert_eq!(store.by_name::<SandboxRecord>("db_0").map(|r| r.id).as_deref(), Some("abd456"));
+    // Names follow puts and deletes.
+    store
+        .put(&SandboxRecord {
+            id: "abd456".into(),
+            name: "db_1".into(),
+            ..Default::default()
+        })
         .unwrap();
-    tx.commit().unwrap();
-    let err = store.get::<ContainerRecord>("c1").unwrap_err().to_string();
-    assert!(err.contains("container/c1"), "{err}");
+    assert!(store.by_name::<SandboxRecord>("db_0").is_none());
+    assert!(store.delete::<SandboxRecord>("abd456").unwrap());
+    assert!(store.by_name::<SandboxRecord>("db_1").is_none());
+    assert_eq!(found("abd"), None);
+}
+
+#[test]
+fn changes_reach_readers_only_when_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put(&image("sha256:a", "x:1")).unwrap();
+    let _ = store.write(|tx| {
+        tx.delete::<ImageRecord>("sha256:a")?;
+        assert_eq!(tx.get::<ImageRecord>("sha256:a")?, None);
+        assert!(tx.list::<ImageRecord>()?.is_empty());
+        // Outside the transaction the record is still there.
+        assert!(store.get::<ImageRecord>("sha256:a").unwrap().is_some());
+        Err::<(), _>(StoreError::InUse { path: "abort".into() })
+    });
+    assert!(store.get::<ImageRecord>("sha256:a").unwrap().is_some());
 }

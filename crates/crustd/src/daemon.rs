@@ -192,7 +192,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         images,
         pods,
         streaming,
-        stats_samples: Default::default(),
     });
     let cri = Cri::new(runtime.clone());
     tracing::info!(
@@ -201,7 +200,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cgroup_driver = ?cgroup_driver,
         "crustd serving CRI v1"
     );
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .layer(GrpcObserveLayer::new(metrics))
         .add_service(
             cri.runtime_service()
@@ -213,8 +212,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(crate::socket::incoming(listener), wait_stop())
-        .await;
+        .serve_with_incoming_shutdown(crate::socket::incoming(listener), wait_stop());
+    // A graceful stop waits for clients to hang up after GOAWAY; one that
+    // never does (hung, or not reading) must not hold crustd up until
+    // systemd's SIGKILL.
+    let (result, clients_gone) = tokio::select! {
+        result = server => (result, true),
+        () = async {
+            wait_stop().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                seconds = SHUTDOWN_GRACE.as_secs(),
+                "CRI clients still connected after the shutdown grace; exiting without them"
+            );
+            (Ok(()), false)
+        }
+    };
     // Running pods are the shims' business: nothing here touches them.
     if let Err(e) = std::fs::remove_file(&socket_path) {
         tracing::warn!(error = %e, "cannot remove socket");
@@ -222,11 +236,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     drop(cri);
     // Every store write is its own committed transaction; dropping the last
     // handle closes the file cleanly.
-    wait_for_last_handle(runtime).await;
+    // Connections left open still hold it, and will until exit: every
+    // store write is committed on its own, so exiting is safe.
+    if clients_gone {
+        wait_for_last_handle(runtime).await;
+    }
     result.context("CRI server failed")?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping crustd waits for CRI clients to hang up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// In-flight handlers may still hold the runtime for a moment after the
 /// server stops; wait briefly so the store closes cleanly.

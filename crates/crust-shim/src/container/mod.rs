@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskIO, TaskStart};
 use containerd_shim_protos::types::mount::Mount;
+use crust_shim_proto::bundle::{CONFIG, ROOTFS};
 
 use state::{Container, Proc, State, check_id, internal, parse_pid};
 pub use state::{Error, Exit, OomCmd, ProcView, Result, Status, StdioNames, WaitFor};
@@ -123,9 +124,9 @@ impl Shim {
     ) -> Result<u32> {
         check_id("container id", id)?;
         let bundle = PathBuf::from(bundle);
-        if !bundle.is_absolute() || !bundle.join("config.json").is_file() {
+        if !bundle.is_absolute() || !bundle.join(CONFIG).is_file() {
             return Err(Error::InvalidArgument(format!(
-                "bundle {} has no config.json",
+                "bundle {} has no {CONFIG}",
                 bundle.display()
             )));
         }
@@ -205,7 +206,7 @@ impl Shim {
         let (child, fds) = io::make_pipes(cfg).map_err(internal)?;
         let since = SystemTime::now();
         let reply = helper::run(|| {
-            let target = bundle.join("rootfs");
+            let target = bundle.join(ROOTFS);
             if !rootfs.is_empty() {
                 lc::mount_rootfs(rootfs, &target)?;
             }
@@ -368,7 +369,7 @@ impl Shim {
         helper::run(|| {
             lc::delete(&self.root, id)?;
             if mounted {
-                lc::unmount_rootfs(&bundle.join("rootfs"));
+                lc::unmount_rootfs(&bundle.join(ROOTFS));
             }
             Ok(Reply::default())
         })
