@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (figures, not pass/fail): hack/bench.sh [pull|pods|exec|vs_containerd|soak ...]
+# Benchmarks (figures, not pass/fail): hack/bench.sh [pull|pods|exec|scale|vs_containerd|soak ...]
 # Needs the test registry and images (hack/test-images.sh), as root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -788,9 +788,12 @@ async fn an_undecodable_pod_record_is_quarantined_and_the_others_still_serve() {
         .unwrap()
         .into_inner()
         .info;
-    let quarantined: serde_json::Value =
-        serde_json::from_str(&info["quarantinedRecords"]).unwrap();
-    assert_eq!(quarantined.as_array().map(Vec::len), Some(1), "{quarantined}");
+    let quarantined: serde_json::Value = serde_json::from_str(&info["quarantinedRecords"]).unwrap();
+    assert_eq!(
+        quarantined.as_array().map(Vec::len),
+        Some(1),
+        "{quarantined}"
+    );
     assert_eq!(quarantined[0]["kind"], "sandbox");
     assert_eq!(quarantined[0]["id"], broken.as_str());
     assert!(

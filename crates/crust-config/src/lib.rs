@@ -4,6 +4,8 @@
 //! which is also what `crustd config default` prints, so the documented
 //! defaults and the real ones cannot drift apart (a unit test checks it).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 //! lands with its issue; until then its RPCs answer `Unimplemented` with
 //! the RPC's name, never a fake success.
 
+#![forbid(unsafe_code)]
+
 mod events;
 mod image_service;
 mod runtime_service;

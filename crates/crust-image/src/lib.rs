@@ -2,6 +2,8 @@
 //! records in the metadata store, with garbage collection of what no
 //! image uses any more.
 
+#![forbid(unsafe_code)]
+
 pub mod content;
 pub mod manifest;
 mod pull;

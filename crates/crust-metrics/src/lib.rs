@@ -7,6 +7,8 @@
 //! `GET /metrics` in the Prometheus text format. [`accept`] is how every
 //! crustd listener accepts: backoff on errors, rate-limited logs, caps.
 
+#![forbid(unsafe_code)]
+
 pub mod accept;
 mod grpc;
 mod http_server;

@@ -918,7 +918,9 @@ impl Pods {
         };
         let previous = {
             let mut samples = self.stats_samples.lock().unwrap_or_else(|e| e.into_inner());
-            samples.insert(record.id.clone(), sample).or_else(|| first_sample(&record))
+            samples
+                .insert(record.id.clone(), sample)
+                .or_else(|| first_sample(&record))
         };
         let nano_cores = previous.and_then(|p| sample.nano_cores_since(p));
         let upper = self
@@ -1295,7 +1297,10 @@ mod tests {
             cpu_nanos: cpu_ms * 1_000_000,
         };
         // 500 ms of CPU over 2 s: a quarter of a core.
-        assert_eq!(at(12, 1500).nano_cores_since(at(10, 1000)), Some(250_000_000));
+        assert_eq!(
+            at(12, 1500).nano_cores_since(at(10, 1000)),
+            Some(250_000_000)
+        );
         // No interval (same instant, clock stepped back, counter reset).
         assert_eq!(at(10, 1000).nano_cores_since(at(10, 900)), None);
         assert_eq!(at(9, 1000).nano_cores_since(at(10, 900)), None);

@@ -249,7 +249,10 @@ mod tests {
                 .unwrap();
         }
         let find = |p| lookup::<crust_store::SandboxRecord>(&store, p, "pod sandbox");
-        assert_eq!(find("abc").unwrap().map(|r| r.id).as_deref(), Some("abc123"));
+        assert_eq!(
+            find("abc").unwrap().map(|r| r.id).as_deref(),
+            Some("abc123")
+        );
         let err = find("ab").unwrap_err().to_string();
         assert!(err.contains("ambiguous (2 matches)"), "{err}");
         assert!(find("").unwrap_err().to_string().contains("id is required"));

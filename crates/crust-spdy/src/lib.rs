@@ -18,6 +18,8 @@
 //! - [`session`]: a tokio session over any byte stream: open and accept
 //!   streams, read and write them as `AsyncRead` / `AsyncWrite`.
 
+#![forbid(unsafe_code)]
+
 mod dictionary;
 pub mod frame;
 pub mod session;

@@ -11,6 +11,8 @@
 //! that cannot be decoded is quarantined instead of failing every lookup.
 //! Writes go to redb first and reach the maps only once committed.
 
+#![forbid(unsafe_code)]
+
 mod records;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -291,7 +293,10 @@ impl Store {
                 for b in &bad {
                     let table_name = b.table.name();
                     quarantine
-                        .insert(format!("{table_name}/{}", b.key).as_str(), b.bytes.as_slice())
+                        .insert(
+                            format!("{table_name}/{}", b.key).as_str(),
+                            b.bytes.as_slice(),
+                        )
                         .map_err(db)?;
                     tx.open_table(b.table)
                         .map_err(db)?

@@ -147,7 +147,12 @@ fn second_open_of_same_root_is_refused_clearly() {
 
 /// Writes raw bytes into a table behind the store's back, as an older
 /// crust or a damaged disk would have left them.
-fn write_raw(root: &Path, table: TableDefinition<'static, &'static str, &'static [u8]>, key: &str, bytes: &[u8]) {
+fn write_raw(
+    root: &Path,
+    table: TableDefinition<'static, &'static str, &'static [u8]>,
+    key: &str,
+    bytes: &[u8],
+) {
     let store = Store::open(root).unwrap();
     let tx = store.db.begin_write().unwrap();
     tx.open_table(table).unwrap().insert(key, bytes).unwrap();
@@ -157,7 +162,12 @@ fn write_raw(root: &Path, table: TableDefinition<'static, &'static str, &'static
 #[test]
 fn old_records_missing_new_fields_still_decode() {
     let dir = tempfile::tempdir().unwrap();
-    write_raw(dir.path(), ImageRecord::TABLE, "sha256:old", br#"{"id":"sha256:old","size":7}"#);
+    write_raw(
+        dir.path(),
+        ImageRecord::TABLE,
+        "sha256:old",
+        br#"{"id":"sha256:old","size":7}"#,
+    );
     let store = Store::open(dir.path()).unwrap();
     let img: ImageRecord = store.get("sha256:old").unwrap().unwrap();
     assert_eq!(img.size, 7);
@@ -191,7 +201,10 @@ fn corrupt_record_is_quarantined_and_the_rest_still_serve() {
     // Its bytes are kept, under quarantine, and it is reported once only.
     let tx = store.db.begin_read().unwrap();
     let kept = tx.open_table(QUARANTINE).unwrap();
-    assert_eq!(kept.get("containers/c1").unwrap().unwrap().value(), b"not json");
+    assert_eq!(
+        kept.get("containers/c1").unwrap().unwrap().value(),
+        b"not json"
+    );
     drop(kept);
     drop(tx);
     drop(store);
@@ -222,7 +235,13 @@ fn lookup_by_prefix_and_name() {
     assert_eq!(found("abc").as_deref(), Some("abc"));
     assert_eq!(found("ab").as_deref(), Some("ambiguous 3"));
     assert_eq!(found("zz"), None);
-    assert_eq!(store.by_name::<SandboxRecord>("db_0").map(|r| r.id).as_deref(), Some("abd456"));
+    assert_eq!(
+        store
+            .by_name::<SandboxRecord>("db_0")
+            .map(|r| r.id)
+            .as_deref(),
+        Some("abd456")
+    );
     // Names follow puts and deletes.
     store
         .put(&SandboxRecord {
@@ -248,7 +267,9 @@ fn changes_reach_readers_only_when_committed() {
         assert!(tx.list::<ImageRecord>()?.is_empty());
         // Outside the transaction the record is still there.
         assert!(store.get::<ImageRecord>("sha256:a").unwrap().is_some());
-        Err::<(), _>(StoreError::InUse { path: "abort".into() })
+        Err::<(), _>(StoreError::InUse {
+            path: "abort".into(),
+        })
     });
     assert!(store.get::<ImageRecord>("sha256:a").unwrap().is_some());
 }

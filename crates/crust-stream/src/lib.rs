@@ -14,6 +14,8 @@
 //! streams per SPDY session, an idle timeout on every session, and
 //! everything a session started is cancelled when its client goes away.
 
+#![forbid(unsafe_code)]
+
 mod activity;
 mod http;
 mod portforward;

@@ -1,5 +1,7 @@
 //! crustd: the crust CRI daemon.
 
+#![forbid(unsafe_code)]
+
 mod daemon;
 mod logging;
 mod socket;
