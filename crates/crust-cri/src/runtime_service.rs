@@ -420,9 +420,11 @@ impl RuntimeService for Cri {
     }
 }
 
-fn runtime_status(e: RuntimeError) -> Status {
+pub(crate) fn runtime_status(e: RuntimeError) -> Status {
     let message = e.to_string();
     match e {
+        RuntimeError::Image(e) => crate::image_service::image_status(e),
+        RuntimeError::Spec(e) if e.is_request_error() => Status::invalid_argument(message),
         RuntimeError::InvalidArgument(_) => Status::invalid_argument(message),
         RuntimeError::NotFound(_) => Status::not_found(message),
         RuntimeError::AlreadyExists(_) => Status::already_exists(message),

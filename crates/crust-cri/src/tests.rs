@@ -406,3 +406,25 @@ async fn update_resources_refuses_unified_paths() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 }
+
+#[test]
+fn runtime_errors_map_to_the_code_of_their_cause() {
+    use crust_runtime::RuntimeError;
+    let code = |e: RuntimeError| runtime_service::runtime_status(e).code();
+    // The image store failing is crust's problem, not the caller's.
+    let store = crust_image::ImageError::Internal("disk full".into());
+    assert_eq!(code(RuntimeError::Image(store)), tonic::Code::Internal);
+    let bad_image = crust_image::ImageError::Invalid("no layers".into());
+    assert_eq!(
+        code(RuntimeError::Image(bad_image)),
+        tonic::Code::InvalidArgument
+    );
+    let bad_spec = crust_spec::SpecError::NoCommand;
+    assert_eq!(
+        code(RuntimeError::Spec(bad_spec)),
+        tonic::Code::InvalidArgument
+    );
+    let ours = crust_spec::SpecError::Build(oci_spec::OciSpecError::Other("builder".into()));
+    assert!(!ours.is_request_error());
+    assert_eq!(code(RuntimeError::Spec(ours)), tonic::Code::Internal);
+}

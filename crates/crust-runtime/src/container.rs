@@ -191,7 +191,7 @@ impl Pods {
         let image = self
             .images
             .find(image_name)
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?
+            ?
             .ok_or_else(|| {
                 RuntimeError::NotFound(format!("image {image_name:?} not found; pull it first"))
             })?;
@@ -199,7 +199,7 @@ impl Pods {
         crust_spec::limits::check_image_config(&image.config)
             .and_then(|()| crust_spec::limits::check_container_config(&config))
             .and_then(|()| crust_spec::limits::check_pod_config(&pod_config))
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+            ?;
         let id = new_id()?;
         let bundle = self.config.state.join("containers").join(&id);
         let mut record = ContainerRecord {
@@ -269,11 +269,10 @@ impl Pods {
         std::fs::create_dir_all(&rootfs)?;
         // Idmapped to the pod's user namespace when it has one.
         crate::userns::mount_rootfs(snapshots, &rw, &rootfs, bundle, sandbox)?;
-        let invalid = |e: crust_spec::SpecError| RuntimeError::InvalidArgument(e.to_string());
         let passwd =
-            crust_spec::read_in_root(&rootfs, "etc/passwd", PASSWD_LIMIT).map_err(invalid)?;
+            crust_spec::read_in_root(&rootfs, "etc/passwd", PASSWD_LIMIT)?;
         let group =
-            crust_spec::read_in_root(&rootfs, "etc/group", PASSWD_LIMIT).map_err(invalid)?;
+            crust_spec::read_in_root(&rootfs, "etc/group", PASSWD_LIMIT)?;
         let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
         let state_dir = PathBuf::from(&sandbox.state_dir);
         let facts = crust_spec::SandboxFacts {
@@ -350,7 +349,7 @@ impl Pods {
             &container,
             &targets,
         )
-        .map_err(invalid)?;
+        ?;
         let userns = crate::userns::sandbox_mappings(sandbox)?;
         for (_, dir) in crust_spec::image_volumes(config, image, &container) {
             // On the persistent root, never the state dir's RAM-backed
@@ -1010,7 +1009,7 @@ impl Pods {
         // onto the cgroup path by libcgroups: `/etc/passwd` or `../x`
         // would write a host file).
         crust_spec::check_container_resources(resources)
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+            ?;
         let json = serde_json::to_vec(&oci_resources(resources))
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         if record.state == ContainerState::Running {

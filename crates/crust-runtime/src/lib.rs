@@ -50,6 +50,12 @@ pub enum RuntimeError {
     Internal(String),
     #[error(transparent)]
     Store(#[from] crust_store::StoreError),
+    /// A pod or container spec crust will not build (see
+    /// [`crust_spec::SpecError::is_request_error`]).
+    #[error(transparent)]
+    Spec(#[from] crust_spec::SpecError),
+    #[error(transparent)]
+    Image(#[from] crust_image::ImageError),
 }
 
 impl From<std::io::Error> for RuntimeError {

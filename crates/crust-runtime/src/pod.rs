@@ -69,11 +69,11 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<&cri::PodSandboxMetadata, 
     files::validate_dns(config.dns_config.as_ref()).map_err(RuntimeError::InvalidArgument)?;
     if let Some(linux) = &config.linux {
         crust_spec::check_cgroup_parent(&linux.cgroup_parent)
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+            ?;
     }
     // Unsafe sysctls fail the pod, not only its containers later.
     crust_spec::check_pod_sysctls(config)
-        .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        ?;
     // So do bad user namespace mappings (hostUsers: false).
     crate::userns::mappings(config)?;
     if let Some(mapping) = config

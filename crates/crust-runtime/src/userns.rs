@@ -253,7 +253,7 @@ pub(crate) fn idmapped_mounts(
     container_id: &str,
 ) -> Result<std::collections::HashMap<String, PathBuf>, RuntimeError> {
     let wanted = crust_spec::idmapped_mounts(config, pod)
-        .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        ?;
     let mut out = std::collections::HashMap::new();
     if wanted.is_empty() {
         return Ok(out);

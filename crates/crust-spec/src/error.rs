@@ -1,6 +1,7 @@
 //! Every variant names the field and the bad value, so the person reading
-//! the CreateContainer error can fix their pod spec. crustd maps all of
-//! them to gRPC InvalidArgument.
+//! the CreateContainer error can fix their pod spec. crustd answers them
+//! with gRPC InvalidArgument, except crust's own failures
+//! ([`SpecError::is_request_error`]), which are Internal.
 
 use std::path::PathBuf;
 
@@ -71,6 +72,13 @@ pub enum SpecError {
 }
 
 impl SpecError {
+    /// Whether the request or image is at fault (a person must change
+    /// them), rather than crust: the OCI builder refusing what crust built
+    /// from checked input is crust's bug.
+    pub fn is_request_error(&self) -> bool {
+        !matches!(self, SpecError::Build(_))
+    }
+
     pub(crate) fn invalid(
         field: impl Into<String>,
         value: impl Into<String>,
