@@ -178,3 +178,58 @@ async fn a_connection_flood_on_metrics_and_streaming_does_not_starve_the_cri_soc
     assert!(answer.starts_with("HTTP/1.0 404"), "{answer}");
     cri_answers(&crustd).await;
 }
+
+/// crustd raises its own open-file limit; its containers must start with
+/// the limit crustd was started with, not crustd's raised one.
+#[tokio::test]
+async fn containers_do_not_inherit_crustds_raised_open_file_limit() {
+    let wrapper = tempfile::tempdir().unwrap();
+    let crustd = Crustd::start_with(CrustdOptions {
+        binary: Some(crust_e2e::crustd_with_nofile_limits(
+            wrapper.path(),
+            1024,
+            4096,
+        )),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        crust_e2e::nofile_limits(crustd.pid().unwrap()),
+        (4096, 4096)
+    );
+    let mut c = crustd.client().await;
+    let busybox = crust_e2e::image_ref("crust-test/busybox:latest");
+    c.pull(&busybox).await.unwrap();
+    let pod_cfg = crust_e2e::pod_config(&crustd, "limits");
+    let pod = c.run_pod(&pod_cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            crust_e2e::container_config("sleep", &busybox, &["sleep", "3600"]),
+        )
+        .await;
+    let info = c
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let pid = info["pid"].as_u64().expect("pid in verbose info") as u32;
+    assert_eq!(crust_e2e::nofile_limits(pid), (1024, 4096), "the container");
+    let out = c
+        .exec_sync(&id, &["sh", "-c", "ulimit -Sn; ulimit -Hn"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1024\n4096\n",
+        "an exec"
+    );
+    c.remove_pod(&pod).await;
+}

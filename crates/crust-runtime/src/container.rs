@@ -188,18 +188,13 @@ impl Pods {
                 holder.id
             )));
         }
-        let image = self
-            .images
-            .find(image_name)
-            ?
-            .ok_or_else(|| {
-                RuntimeError::NotFound(format!("image {image_name:?} not found; pull it first"))
-            })?;
+        let image = self.images.find(image_name)?.ok_or_else(|| {
+            RuntimeError::NotFound(format!("image {image_name:?} not found; pull it first"))
+        })?;
         // Bounded inputs before any disk work or spec building.
         crust_spec::limits::check_image_config(&image.config)
             .and_then(|()| crust_spec::limits::check_container_config(&config))
-            .and_then(|()| crust_spec::limits::check_pod_config(&pod_config))
-            ?;
+            .and_then(|()| crust_spec::limits::check_pod_config(&pod_config))?;
         let id = new_id()?;
         let bundle = self.config.state.join("containers").join(&id);
         let mut record = ContainerRecord {
@@ -269,10 +264,8 @@ impl Pods {
         std::fs::create_dir_all(&rootfs)?;
         // Idmapped to the pod's user namespace when it has one.
         crate::userns::mount_rootfs(snapshots, &rw, &rootfs, bundle, sandbox)?;
-        let passwd =
-            crust_spec::read_in_root(&rootfs, "etc/passwd", PASSWD_LIMIT)?;
-        let group =
-            crust_spec::read_in_root(&rootfs, "etc/group", PASSWD_LIMIT)?;
+        let passwd = crust_spec::read_in_root(&rootfs, "etc/passwd", PASSWD_LIMIT)?;
+        let group = crust_spec::read_in_root(&rootfs, "etc/group", PASSWD_LIMIT)?;
         let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
         let state_dir = PathBuf::from(&sandbox.state_dir);
         let facts = crust_spec::SandboxFacts {
@@ -341,15 +334,15 @@ impl Pods {
             targets.target_pidns_path = Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid)));
         }
         crate::lsm::ensure_default_apparmor_profile();
-        let spec = crust_spec::container_spec_with(
+        let mut spec = crust_spec::container_spec_with(
             config,
             pod_config,
             &image_facts,
             &facts,
             &container,
             &targets,
-        )
-        ?;
+        )?;
+        crate::limits::give_container_nofile(&mut spec)?;
         let userns = crate::userns::sandbox_mappings(sandbox)?;
         for (_, dir) in crust_spec::image_volumes(config, image, &container) {
             // On the persistent root, never the state dir's RAM-backed
@@ -1008,8 +1001,7 @@ impl Pods {
         // The same checks as CreateContainer's (a `unified` key is joined
         // onto the cgroup path by libcgroups: `/etc/passwd` or `../x`
         // would write a host file).
-        crust_spec::check_container_resources(resources)
-            ?;
+        crust_spec::check_container_resources(resources)?;
         let json = serde_json::to_vec(&oci_resources(resources))
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         if record.state == ContainerState::Running {

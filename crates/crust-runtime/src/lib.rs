@@ -6,6 +6,7 @@ mod container;
 pub mod events;
 mod files;
 pub mod lifecycle;
+pub mod limits;
 mod lsm;
 pub mod namespaces;
 mod network;

@@ -53,7 +53,11 @@ fn prepare_process() {
             "umask set"
         );
     }
-    match raise_nofile_limit() {
+    let found = raise_nofile_limit();
+    if let Ok((soft, hard)) = found {
+        crust_runtime::limits::set_container_nofile(soft, hard);
+    }
+    match found {
         Ok((soft, hard)) if soft < hard => tracing::info!(
             from = soft,
             to = hard,
