@@ -385,6 +385,14 @@ impl Store {
         &self,
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // A commit waits for the disk (fsync): never on an async worker.
+        off_async_workers(|| self.write_now(f))
+    }
+
+    fn write_now<T>(
+        &self,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = self.db.begin_write().map_err(db)?;
         let (out, staged) = {
@@ -401,6 +409,17 @@ impl Store {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         staged.apply_to(&mut index);
         Ok(out)
+    }
+}
+
+/// Runs work that waits for the disk from async code without stalling the
+/// worker: on a multi-threaded tokio runtime the worker hands its other
+/// tasks to the rest of the pool first (`block_in_place`); elsewhere (a
+/// plain thread, a current-thread runtime) it just runs.
+fn off_async_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

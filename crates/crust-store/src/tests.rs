@@ -273,3 +273,22 @@ fn changes_reach_readers_only_when_committed() {
     });
     assert!(store.get::<ImageRecord>("sha256:a").unwrap().is_some());
 }
+
+/// Writes from an async worker hand the worker's other tasks off while
+/// the commit waits for the disk, and work the same as from a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_async_workers_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.put(&image(&format!("sha256:{i}"), "x:1")).unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.list::<ImageRecord>().unwrap().len(), 8);
+}
