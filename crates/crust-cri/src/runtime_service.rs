@@ -320,10 +320,8 @@ impl RuntimeService for Cri {
         let mut stats = Vec::new();
         for pod in pods {
             let matches = filter.is_none_or(|f| {
-                (f.id.is_empty() || pod.id.starts_with(&f.id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| pod.labels.get(k) == Some(v))
+                crust_runtime::filter::id_matches(&f.id, &pod.id)
+                    && crust_runtime::filter::labels_match(&f.label_selector, &pod.labels)
             });
             if matches {
                 stats.push(self.pod_stats_of(&pod.id).await?);

@@ -746,14 +746,12 @@ impl Pods {
             .into_iter()
             .filter(|r| {
                 let Some(f) = filter else { return true };
-                (f.id.is_empty() || r.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+                crate::filter::id_matches(&f.id, &r.id)
+                    && crate::filter::id_matches(&f.pod_sandbox_id, &r.sandbox_id)
                     && f.state
                         .as_ref()
                         .is_none_or(|s| s.state == container_state(r) as i32)
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| r.labels.get(k) == Some(v))
+                    && crate::filter::labels_match(&f.label_selector, &r.labels)
             })
             .map(|r| {
                 let config = record_config(&r);
@@ -976,11 +974,9 @@ impl Pods {
             .into_iter()
             .filter(|r| {
                 let Some(f) = filter else { return true };
-                (f.id.is_empty() || r.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| r.labels.get(k) == Some(v))
+                crate::filter::id_matches(&f.id, &r.id)
+                    && crate::filter::id_matches(&f.pod_sandbox_id, &r.sandbox_id)
+                    && crate::filter::labels_match(&f.label_selector, &r.labels)
             })
             .map(|r| r.id)
             .collect())

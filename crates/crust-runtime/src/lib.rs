@@ -5,6 +5,7 @@ pub mod cgroup;
 mod container;
 pub mod events;
 mod files;
+pub mod filter;
 pub mod lifecycle;
 pub mod limits;
 mod lsm;

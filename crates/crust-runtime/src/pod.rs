@@ -68,12 +68,10 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<&cri::PodSandboxMetadata, 
     }
     files::validate_dns(config.dns_config.as_ref()).map_err(RuntimeError::InvalidArgument)?;
     if let Some(linux) = &config.linux {
-        crust_spec::check_cgroup_parent(&linux.cgroup_parent)
-            ?;
+        crust_spec::check_cgroup_parent(&linux.cgroup_parent)?;
     }
     // Unsafe sysctls fail the pod, not only its containers later.
-    crust_spec::check_pod_sysctls(config)
-        ?;
+    crust_spec::check_pod_sysctls(config)?;
     // So do bad user namespace mappings (hostUsers: false).
     crate::userns::mappings(config)?;
     if let Some(mapping) = config
@@ -564,13 +562,11 @@ impl Pods {
             .into_iter()
             .filter(|r| {
                 let Some(f) = filter else { return true };
-                (f.id.is_empty() || r.id.starts_with(&f.id))
+                crate::filter::id_matches(&f.id, &r.id)
                     && f.state
                         .as_ref()
                         .is_none_or(|s| s.state == sandbox_state(r) as i32)
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| r.labels.get(k) == Some(v))
+                    && crate::filter::labels_match(&f.label_selector, &r.labels)
             })
             .map(|r| {
                 let config: cri::PodSandboxConfig =
