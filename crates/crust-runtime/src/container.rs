@@ -970,14 +970,13 @@ impl Pods {
     ) -> Result<Vec<String>, RuntimeError> {
         Ok(self
             .store
-            .list::<ContainerRecord>()?
-            .into_iter()
-            .filter(|r| {
+            .select::<ContainerRecord>(|r| {
                 let Some(f) = filter else { return true };
                 crate::filter::id_matches(&f.id, &r.id)
                     && crate::filter::id_matches(&f.pod_sandbox_id, &r.sandbox_id)
                     && crate::filter::labels_match(&f.label_selector, &r.labels)
             })
+            .into_iter()
             .map(|r| r.id)
             .collect())
     }

@@ -480,10 +480,7 @@ impl Pods {
     pub(crate) fn containers_of(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
         Ok(self
             .store
-            .list::<ContainerRecord>()?
-            .into_iter()
-            .filter(|c| c.sandbox_id == pod_id)
-            .collect())
+            .select::<ContainerRecord>(|c| c.sandbox_id == pod_id))
     }
 
     pub fn pod_sandbox_status(

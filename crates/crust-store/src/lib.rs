@@ -343,6 +343,17 @@ impl Store {
             .collect())
     }
 
+    /// The records of a kind that `wanted` picks, in id order; only those
+    /// are copied out of the index.
+    pub fn select<R: Record>(&self, wanted: impl Fn(&R) -> bool) -> Vec<R> {
+        R::indexed(&self.read_index())
+            .by_id
+            .values()
+            .filter(|r| wanted(r))
+            .cloned()
+            .collect()
+    }
+
     /// The record with this full id, or the only one whose id starts with
     /// it (a full id wins over longer ids it prefixes, as in containerd).
     pub fn lookup<R: Record>(&self, id_or_prefix: &str) -> Lookup<R> {
