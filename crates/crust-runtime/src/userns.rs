@@ -252,8 +252,7 @@ pub(crate) fn idmapped_mounts(
     config: &k8s_cri::v1::ContainerConfig,
     container_id: &str,
 ) -> Result<std::collections::HashMap<String, PathBuf>, RuntimeError> {
-    let wanted = crust_spec::idmapped_mounts(config, pod)
-        ?;
+    let wanted = crust_spec::idmapped_mounts(config, pod)?;
     let mut out = std::collections::HashMap::new();
     if wanted.is_empty() {
         return Ok(out);
