@@ -237,7 +237,7 @@ impl Pods {
                 Ok(id)
             }
             Err(e) => {
-                self.remove_bundle(&record);
+                crate::blocking(|| self.remove_bundle(&record));
                 Err(e)
             }
         }
@@ -665,7 +665,8 @@ impl Pods {
         {
             shim.delete(&record.id, "").await?;
         }
-        self.remove_bundle(record);
+        // Deleting the writable layer and volumes is a disk walk.
+        crate::blocking(|| self.remove_bundle(record));
         self.store.delete::<ContainerRecord>(&record.id)?;
         self.stats_samples
             .lock()

@@ -76,10 +76,12 @@ impl Pods {
         for bundle in orphans.bundles {
             tracing::warn!(bundle = %bundle.display(), "removing a container a crashed crustd left half made");
             let id = file_name(&bundle);
-            self.remove_bundle(&ContainerRecord {
-                id,
-                bundle: bundle.display().to_string(),
-                ..Default::default()
+            crate::blocking(|| {
+                self.remove_bundle(&ContainerRecord {
+                    id,
+                    bundle: bundle.display().to_string(),
+                    ..Default::default()
+                })
             });
         }
         for dir in orphans.pods {
