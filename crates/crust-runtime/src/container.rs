@@ -260,7 +260,7 @@ impl Pods {
         let rw = snapshots
             .prepare_rw(&record.id, &record.image_chain)
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        let rootfs = bundle.join("rootfs");
+        let rootfs = bundle.join(crust_shim_proto::bundle::ROOTFS);
         std::fs::create_dir_all(&rootfs)?;
         // Idmapped to the pod's user namespace when it has one.
         crate::userns::mount_rootfs(snapshots, &rw, &rootfs, bundle, sandbox)?;
@@ -364,7 +364,7 @@ impl Pods {
             .unwrap_or_default();
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        std::fs::write(bundle.join("config.json"), json)?;
+        std::fs::write(bundle.join(crust_shim_proto::bundle::CONFIG), json)?;
         Ok(())
     }
 
@@ -379,7 +379,7 @@ impl Pods {
     /// Unmounts and deletes a container's rootfs and bundle (idempotent).
     pub(crate) fn remove_bundle(&self, record: &ContainerRecord) {
         let bundle = Path::new(&record.bundle);
-        let rootfs = bundle.join("rootfs");
+        let rootfs = bundle.join(crust_shim_proto::bundle::ROOTFS);
         match umount2(&rootfs, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
             Err(e) => {
@@ -712,7 +712,7 @@ impl Pods {
                     ..Default::default()
                 }),
             image_id: record.image_id.clone(),
-            user: std::fs::read(Path::new(&record.bundle).join("config.json"))
+            user: std::fs::read(Path::new(&record.bundle).join(crust_shim_proto::bundle::CONFIG))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<crust_spec::Spec>(&b).ok())
                 .and_then(|spec| crust_spec::container_user(&spec)),
@@ -724,7 +724,7 @@ impl Pods {
                 "sandboxID": record.sandbox_id,
                 "bundle": record.bundle,
                 "cgroupPath": record.cgroup_path,
-                "runtimeSpec": std::fs::read(Path::new(&record.bundle).join("config.json"))
+                "runtimeSpec": std::fs::read(Path::new(&record.bundle).join(crust_shim_proto::bundle::CONFIG))
                     .ok()
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
                 "config": record.config,
@@ -812,9 +812,10 @@ impl Pods {
         let sandbox = self.require_sandbox(&record.sandbox_id)?;
         let shim = self.shim_for(&sandbox).await?;
         let bundle = Path::new(&record.bundle);
-        let spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)
-                .map_err(|e| RuntimeError::Internal(format!("bundle config: {e}")))?;
+        let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            bundle.join(crust_shim_proto::bundle::CONFIG),
+        )?)
+        .map_err(|e| RuntimeError::Internal(format!("bundle config: {e}")))?;
         let mut process = spec["process"].clone();
         process["args"] = serde_json::json!(cmd);
         process["terminal"] = serde_json::json!(tty);

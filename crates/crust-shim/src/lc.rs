@@ -78,7 +78,7 @@ pub fn create(
     stdio: Option<&ChildFds>,
     terminal: bool,
 ) -> Result<Reply, String> {
-    let spec = Spec::load(bundle.join("config.json")).map_err(err)?;
+    let spec = Spec::load(bundle.join(crust_shim_proto::bundle::CONFIG)).map_err(err)?;
     let systemd = spec
         .linux()
         .as_ref()

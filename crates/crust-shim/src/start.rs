@@ -216,7 +216,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
     if let Err(e) = lc::delete(&bundle.join(STATE_DIR), &flags.id) {
         eprintln!("crust-shim delete {}: {e}", flags.id);
     }
-    lc::unmount_rootfs(&bundle.join("rootfs"));
+    lc::unmount_rootfs(&bundle.join(crust_shim_proto::bundle::ROOTFS));
     let resp = DeleteResponse {
         pid: 0,
         exit_status: 128 + libc::SIGKILL as u32,
