@@ -146,13 +146,7 @@ async fn main() {
     for (pods, kib) in rss {
         println!("crustd RSS with {pods} pods: {kib} KiB");
     }
-    let listed = c
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let listed = c.list_pods().await;
     for pod in listed {
         c.remove_pod(&pod.id).await;
     }

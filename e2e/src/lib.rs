@@ -739,6 +739,16 @@ impl CriClient {
             .pod_sandbox_id
     }
 
+    /// Every pod ListPodSandbox reports, unfiltered.
+    pub async fn list_pods(&mut self) -> Vec<cri::PodSandbox> {
+        self.runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+    }
+
     pub async fn remove_pod(&mut self, id: &str) {
         self.runtime
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {

@@ -484,13 +484,7 @@ async fn a_crash_during_network_setup_leaks_no_address() {
     while tasks.join_next().await.is_some() {}
     crustd.spawn(&[]).await;
     let mut c = crustd.client().await;
-    let pods = c
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = c.list_pods().await;
     for pod in pods {
         c.remove_pod(&pod.id).await;
     }

@@ -1101,16 +1101,8 @@ async fn a_crash_while_pods_are_being_made_leaves_nothing_half_made() {
     let mut c = crustd.client().await;
 
     let state = crustd.dir.path().join("state");
-    let pods: std::collections::BTreeSet<String> = c
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let pods: std::collections::BTreeSet<String> =
+        c.list_pods().await.into_iter().map(|p| p.id).collect();
     let containers: std::collections::BTreeSet<String> = c
         .runtime
         .list_containers(cri::ListContainersRequest::default())

@@ -1715,13 +1715,7 @@ async fn host_users_false_with_bad_mappings_fails_run_pod_sandbox() {
         .await
         .expect_err("host network");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    let pods = c
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = c.list_pods().await;
     assert!(pods.is_empty(), "{pods:?}");
     let left = std::fs::read_dir(crustd.state().join("pods"))
         .map(|d| d.count())
