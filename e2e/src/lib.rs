@@ -8,14 +8,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crust_cri_api::v1::image_service_client::ImageServiceClient;
+use crust_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub use k8s_cri::v1 as cri;
+pub use crust_cri_api::v1 as cri;
 
 pub mod containerd;
 pub mod streaming;

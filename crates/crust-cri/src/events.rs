@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use crust_cri_api::v1 as cri;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;

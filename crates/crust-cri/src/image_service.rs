@@ -2,13 +2,14 @@
 //! disk they use.
 
 use base64::Engine;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
+use crust_cri_api::v1 as cri;
+use crust_cri_api::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crust_image::{Credentials, ErrorKind, ImageError};
 use crust_store::ImageRecord;
 
+use crate::stream_lists::{ListStream, stream_of};
 use crate::{Cri, Rpc};
 
 pub(crate) fn image_status(e: ImageError) -> Status {
@@ -96,6 +97,22 @@ fn now_nanos() -> i64 {
 
 #[tonic::async_trait]
 impl ImageService for Cri {
+    type StreamImagesStream = ListStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        request: Request<cri::StreamImagesRequest>,
+    ) -> Rpc<Self::StreamImagesStream> {
+        let filter = request.into_inner().filter;
+        let list = self
+            .list_images(Request::new(cri::ListImagesRequest { filter }))
+            .await?;
+        Ok(Response::new(stream_of(
+            list.into_inner().images,
+            |images| cri::StreamImagesResponse { images },
+        )))
+    }
+
     async fn list_images(
         &self,
         request: Request<cri::ListImagesRequest>,

@@ -10,17 +10,18 @@
 mod events;
 mod image_service;
 mod runtime_service;
+mod stream_lists;
 
 use std::sync::Arc;
 
 use crust_config::{CgroupDriver, Config};
+use crust_cri_api::v1 as cri;
 use crust_image::Images;
 use crust_runtime::Pods;
 use crust_store::Store;
-use k8s_cri::v1 as cri;
 
-pub use k8s_cri::v1::image_service_server::ImageServiceServer;
-pub use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+pub use crust_cri_api::v1::image_service_server::ImageServiceServer;
+pub use crust_cri_api::v1::runtime_service_server::RuntimeServiceServer;
 
 /// The state every CRI call works on.
 pub struct Runtime {

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crust_cri_api::v1 as cri;
+use crust_cri_api::v1::image_service_server::ImageService;
+use crust_cri_api::v1::runtime_service_server::RuntimeService;
 use tonic::Request;
 
 use super::*;

@@ -6,7 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
+use crust_cri_api::v1 as cri;
 use nix::mount::{MntFlags, umount2};
 use tokio::io::AsyncReadExt;
 
@@ -116,6 +116,50 @@ fn checked_stop_signal(image_ref: &str, name: &str) -> String {
     String::new()
 }
 
+/// `ContainerConfig.stop_signal` (KEP-4960) as the name StopContainer
+/// parses: None for RUNTIME_DEFAULT (the image's STOPSIGNAL, else
+/// SIGTERM), an error for a number the enum does not define.
+fn requested_stop_signal(value: i32) -> Result<Option<String>, RuntimeError> {
+    let signal = cri::Signal::try_from(value).map_err(|_| {
+        RuntimeError::InvalidArgument(format!(
+            "config.stop_signal {value} is not a CRI Signal value (0..=65)"
+        ))
+    })?;
+    if signal == cri::Signal::RuntimeDefault {
+        return Ok(None);
+    }
+    let name = signal.as_str_name().trim_start_matches("SIGNAL_");
+    let name = if let Some(n) = name.strip_prefix("SIGRTMINPLUS") {
+        format!("SIGRTMIN+{n}")
+    } else if let Some(n) = name.strip_prefix("SIGRTMAXMINUS") {
+        format!("SIGRTMAX-{n}")
+    } else {
+        name.to_string()
+    };
+    Ok(Some(name))
+}
+
+/// The signal StopContainer sends first, as `ContainerStatus.stop_signal`
+/// reports it: the recorded one, else SIGTERM.
+fn effective_cri_signal(recorded: &str) -> cri::Signal {
+    let number = signal_number(recorded);
+    let (rtmin, rtmax) = (libc::SIGRTMIN() as u32, libc::SIGRTMAX() as u32);
+    let name = if number == rtmin {
+        "SIGNAL_SIGRTMIN".to_string()
+    } else if number == rtmax {
+        "SIGNAL_SIGRTMAX".to_string()
+    } else if (rtmin..=rtmin + 15).contains(&number) {
+        format!("SIGNAL_SIGRTMINPLUS{}", number - rtmin)
+    } else if (rtmax - 14..rtmax).contains(&number) {
+        format!("SIGNAL_SIGRTMAXMINUS{}", rtmax - number)
+    } else {
+        nix::sys::signal::Signal::try_from(number as i32)
+            .map(|s| format!("SIGNAL_{}", s.as_str()))
+            .unwrap_or_default()
+    };
+    cri::Signal::from_str_name(&name).unwrap_or(cri::Signal::Sigterm)
+}
+
 /// The signal StopContainer sends first: SIGTERM unless the record names
 /// a valid one (records made before StopSignal was checked may not).
 fn signal_number(name: &str) -> u32 {
@@ -180,6 +224,7 @@ impl Pods {
             .ok_or_else(|| {
                 RuntimeError::InvalidArgument("config.image.image is required".into())
             })?;
+        let stop_signal = requested_stop_signal(config.stop_signal)?;
         let lock = self.lock_for(&name);
         let _held = lock.lock().await;
         if let Some(holder) = self.store.by_name::<ContainerRecord>(&name) {
@@ -209,7 +254,8 @@ impl Pods {
             labels: config.labels.clone().into_iter().collect(),
             annotations: config.annotations.clone().into_iter().collect(),
             bundle: bundle.display().to_string(),
-            stop_signal: checked_stop_signal(image_name, &image.config.stop_signal),
+            stop_signal: stop_signal
+                .unwrap_or_else(|| checked_stop_signal(image_name, &image.config.stop_signal)),
             tty: config.tty,
             image_chain: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
             config: serde_json::to_value(&config).unwrap_or_default(),
@@ -716,6 +762,7 @@ impl Pods {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<crust_spec::Spec>(&b).ok())
                 .and_then(|spec| crust_spec::container_user(&spec)),
+            stop_signal: effective_cri_signal(&record.stop_signal) as i32,
         };
         let mut info = HashMap::new();
         if verbose {
@@ -943,6 +990,7 @@ impl Pods {
                 timestamp: now,
                 usage_core_nano_seconds: value(usage.cpu_usage_nanos),
                 usage_nano_cores: nano_cores.and_then(value),
+                ..Default::default()
             }),
             memory: Some(cri::MemoryUsage {
                 timestamp: now,
@@ -1316,6 +1364,31 @@ mod tests {
         for bad in ["0", "65", "4294967295", "-1", "RTMIN+99", "RTMAX-99", "SIG"] {
             assert_eq!(signal_number(bad), libc::SIGTERM as u32, "{bad}");
         }
+    }
+
+    #[test]
+    fn cri_stop_signals_round_trip_through_the_recorded_name() {
+        assert_eq!(requested_stop_signal(0).unwrap(), None);
+        assert!(requested_stop_signal(66).is_err());
+        for v in 1..=65 {
+            let name = requested_stop_signal(v).unwrap().unwrap();
+            let signal = cri::Signal::try_from(v).unwrap();
+            let back = effective_cri_signal(&name);
+            // Aliases (SIGIOT = SIGABRT, SIGCLD = SIGCHLD, SIGPOLL = SIGIO)
+            // report the kernel's canonical name.
+            assert_eq!(
+                signal_number(&name),
+                signal_number(&requested_stop_signal(back as i32).unwrap().unwrap()),
+                "{signal:?} -> {name} -> {back:?}"
+            );
+        }
+        assert_eq!(effective_cri_signal(""), cri::Signal::Sigterm);
+        assert_eq!(effective_cri_signal("SIGUSR1"), cri::Signal::Sigusr1);
+        assert_eq!(effective_cri_signal("RTMIN+3"), cri::Signal::Sigrtminplus3);
+        assert_eq!(
+            effective_cri_signal("SIGRTMAX-2"),
+            cri::Signal::Sigrtmaxminus2
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use crust_cri_api::v1 as cri;
 
 /// resolv.conf from the pod's DNS config, or the host's when it has none.
 pub fn resolv_conf(dns: Option<&cri::DnsConfig>) -> std::io::Result<String> {

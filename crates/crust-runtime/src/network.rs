@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crust_cni::{Attachment, Cni, PodNetwork, PortMapping, Protocol};
-use k8s_cri::v1 as cri;
+use crust_cri_api::v1 as cri;
 
 use crate::RuntimeError;
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use crust_cri_api::v1 as cri;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crust_store::{ContainerRecord, SandboxRecord, SandboxState};

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crust_cri_api::v1 as cri;
 use crust_shim_proto::attach::{self, HEADER_LEN};
 use crust_shim_proto::bundle::ATTACH_SOCKET;
 use crust_store::{ContainerRecord, SandboxRecord, SandboxState};
 use crust_stream::{BoxFuture, BoxWrite, ProcessIo};
-use k8s_cri::v1 as cri;
 use nix::sys::stat::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

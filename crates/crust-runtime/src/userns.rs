@@ -42,7 +42,7 @@ use crate::{Pods, RuntimeError};
 
 /// The validated mappings of a pod's user namespace, from its config.
 pub(crate) fn mappings(
-    config: &k8s_cri::v1::PodSandboxConfig,
+    config: &crust_cri_api::v1::PodSandboxConfig,
 ) -> Result<Option<UserNamespaceMappings>, RuntimeError> {
     crust_spec::pod_user_namespace(config).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))
 }
@@ -55,8 +55,9 @@ pub(crate) fn sandbox_mappings(
     if sandbox.userns.is_empty() {
         return Ok(None);
     }
-    let config: k8s_cri::v1::PodSandboxConfig = serde_json::from_value(sandbox.config.clone())
-        .map_err(|e| RuntimeError::Internal(format!("pod {} config: {e}", sandbox.id)))?;
+    let config: crust_cri_api::v1::PodSandboxConfig =
+        serde_json::from_value(sandbox.config.clone())
+            .map_err(|e| RuntimeError::Internal(format!("pod {} config: {e}", sandbox.id)))?;
     match mappings(&config)? {
         Some(m) => Ok(Some(m)),
         None => Err(RuntimeError::Internal(format!(
@@ -248,8 +249,8 @@ fn idmapped_dir(state: &Path, container_id: &str) -> PathBuf {
 pub(crate) fn idmapped_mounts(
     state: &Path,
     sandbox: &SandboxRecord,
-    pod: &k8s_cri::v1::PodSandboxConfig,
-    config: &k8s_cri::v1::ContainerConfig,
+    pod: &crust_cri_api::v1::PodSandboxConfig,
+    config: &crust_cri_api::v1::ContainerConfig,
     container_id: &str,
 ) -> Result<std::collections::HashMap<String, PathBuf>, RuntimeError> {
     let wanted = crust_spec::idmapped_mounts(config, pod)?;

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1::ContainerConfig;
+use crust_cri_api::v1::ContainerConfig;
 use oci_spec::runtime::{
     HookBuilder, Hooks, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
     MountBuilder, Spec,
@@ -493,7 +493,7 @@ fn add_hook(hooks: &mut Hooks, name: &str, h: &CdiHook) -> Result<(), SpecError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::CdiDevice;
+    use crust_cri_api::v1::CdiDevice;
 
     const VENDOR_YAML: &str = r#"
 cdiVersion: "0.6.0"

@@ -39,7 +39,7 @@ mod userns;
 
 use std::path::PathBuf;
 
-use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxConfig};
+use crust_cri_api::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxConfig};
 use oci_spec::runtime::{
     LinuxCapabilities, LinuxResources, LinuxResourcesBuilder, Process, Root, UserBuilder,
 };
@@ -135,17 +135,17 @@ pub fn pid_namespace_target(config: &ContainerConfig) -> Option<&str> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
-        .filter(|o| o.pid == k8s_cri::v1::NamespaceMode::Target as i32)
+        .filter(|o| o.pid == crust_cri_api::v1::NamespaceMode::Target as i32)
         .map(|o| o.target_id.as_str())
 }
 
 /// ContainerStatus.user: the identity the spec gives the container's first
 /// process. kubelet publishes it as `status.containerStatuses[].user` once
 /// the runtime reports the SupplementalGroupsPolicy feature.
-pub fn container_user(spec: &Spec) -> Option<k8s_cri::v1::ContainerUser> {
+pub fn container_user(spec: &Spec) -> Option<crust_cri_api::v1::ContainerUser> {
     let user = spec.process().as_ref()?.user();
-    Some(k8s_cri::v1::ContainerUser {
-        linux: Some(k8s_cri::v1::LinuxContainerUser {
+    Some(crust_cri_api::v1::ContainerUser {
+        linux: Some(crust_cri_api::v1::LinuxContainerUser {
             uid: user.uid().into(),
             gid: user.gid().into(),
             supplemental_groups: user

@@ -14,8 +14,8 @@
 
 use std::collections::HashMap;
 
+use crust_cri_api::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use crust_store::ImageConfig;
-use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 
 use crate::SpecError;
 
@@ -292,7 +292,7 @@ pub fn check_pod_config(pod: &PodSandboxConfig) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{
+    use crust_cri_api::v1::{
         Capability, CdiDevice, Device, DnsConfig, KeyValue, LinuxContainerConfig,
         LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
         PortMapping,
@@ -409,7 +409,7 @@ mod tests {
             envs: (0..n)
                 .map(|i| KeyValue {
                     key: format!("K{i}"),
-                    value: "v".repeat(len),
+                    value: "v".repeat(len).into(),
                 })
                 .collect(),
             ..Default::default()

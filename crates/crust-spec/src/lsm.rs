@@ -15,8 +15,10 @@
 
 #![allow(deprecated)] // LinuxContainerSecurityContext.apparmor_profile: old kubelets send it
 
-use k8s_cri::v1::security_profile::ProfileType;
-use k8s_cri::v1::{LinuxContainerSecurityContext, LinuxSandboxSecurityContext, SeLinuxOption};
+use crust_cri_api::v1::security_profile::ProfileType;
+use crust_cri_api::v1::{
+    LinuxContainerSecurityContext, LinuxSandboxSecurityContext, SeLinuxOption,
+};
 
 use crate::SpecError;
 use crate::error::reject_control;
@@ -243,7 +245,7 @@ pub(crate) fn labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::SecurityProfile;
+    use crust_cri_api::v1::SecurityProfile;
 
     const NONE: SecurityModules = SecurityModules {
         apparmor: false,

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crust_cri_api::v1::{ContainerConfig, MountPropagation};
 use crust_store::ImageConfig;
-use k8s_cri::v1::{ContainerConfig, MountPropagation};
 use oci_spec::runtime::{Mount, MountBuilder};
 
 use crate::error::reject_nul;
@@ -434,7 +434,7 @@ pub(crate) fn mounts(
 pub(crate) mod tests {
     use super::*;
     use crate::CgroupDriver;
-    use k8s_cri::v1::Mount as CriMount;
+    use crust_cri_api::v1::Mount as CriMount;
 
     pub(crate) fn sandbox() -> SandboxFacts {
         SandboxFacts {

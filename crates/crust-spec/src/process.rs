@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use crust_cri_api::v1::ContainerConfig;
 use crust_store::ImageConfig;
-use k8s_cri::v1::ContainerConfig;
 
 use crate::SpecError;
 use crate::error::reject_nul;
@@ -104,8 +104,18 @@ pub(crate) fn env(
             ));
         }
         reject_nul("envs key", &kv.key)?;
-        reject_nul(&format!("envs {} value", kv.key), &kv.value)?;
-        env.set(format!("{}={}", kv.key, kv.value));
+        // CRI 1.37 carries env values as bytes (the wire format is the same
+        // as string's); the OCI spec holds them as JSON strings, so they
+        // must be UTF-8.
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            SpecError::invalid(
+                format!("envs {} value", kv.key),
+                String::from_utf8_lossy(&kv.value).as_ref(),
+                "is not UTF-8 (the OCI runtime spec holds env as strings)",
+            )
+        })?;
+        reject_nul(&format!("envs {} value", kv.key), value)?;
+        env.set(format!("{}={}", kv.key, value));
     }
     Ok(env.vars)
 }
@@ -142,7 +152,7 @@ pub(crate) fn cwd(config: &ContainerConfig, image: &ImageConfig) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::KeyValue;
+    use crust_cri_api::v1::KeyValue;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -290,6 +300,20 @@ mod tests {
                 "{k:?}={v:?}"
             );
         }
+    }
+
+    #[test]
+    fn env_values_must_be_utf8() {
+        let config = ContainerConfig {
+            envs: vec![KeyValue {
+                key: "BIN".into(),
+                value: vec![b'a', 0xff, b'b'],
+            }],
+            ..Default::default()
+        };
+        let err = env(&config, &ImageConfig::default(), "").unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        assert!(err.to_string().contains("envs BIN value"), "{err}");
     }
 
     #[test]

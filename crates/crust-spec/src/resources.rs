@@ -3,7 +3,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{ContainerConfig, LinuxContainerResources};
+use crust_cri_api::v1::{ContainerConfig, LinuxContainerResources};
 use oci_spec::runtime::{
     LinuxCpu, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimit, LinuxHugepageLimitBuilder,
@@ -498,7 +498,7 @@ fn host_devices(dir: &Path, out: &mut Vec<LinuxDevice>) -> Result<(), SpecError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{Device, HugepageLimit};
+    use crust_cri_api::v1::{Device, HugepageLimit};
 
     fn sb(parent: &str, driver: CgroupDriver) -> SandboxFacts {
         SandboxFacts {

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use k8s_cri::v1::security_profile::ProfileType;
-use k8s_cri::v1::{LinuxContainerSecurityContext, PodSandboxConfig, SecurityProfile};
+use crust_cri_api::v1::security_profile::ProfileType;
+use crust_cri_api::v1::{LinuxContainerSecurityContext, PodSandboxConfig, SecurityProfile};
 use oci_spec::runtime::{
     Arch, Capabilities, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
     LinuxSeccompBuilder, LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscallBuilder,
@@ -407,7 +407,9 @@ fn read_profile(path: &Path) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::security::capabilities;
-    use k8s_cri::v1::{Capability as CriCaps, LinuxPodSandboxConfig, LinuxSandboxSecurityContext};
+    use crust_cri_api::v1::{
+        Capability as CriCaps, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    };
     use std::io::Write;
 
     fn amd64() -> Host {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{
+use crust_cri_api::v1::{
     ContainerConfig, LinuxContainerSecurityContext, NamespaceMode, NamespaceOption,
     PodSandboxConfig,
 };
@@ -575,7 +575,7 @@ pub(crate) fn check_container_id(c: &ContainerFacts) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{Capability as CriCaps, LinuxPodSandboxConfig};
+    use crust_cri_api::v1::{Capability as CriCaps, LinuxPodSandboxConfig};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -959,7 +959,7 @@ mod tests {
         let host = |network: NamespaceMode, ipc: NamespaceMode, kv: (&str, &str)| {
             let mut p = pod_with_sysctls(&[kv]);
             p.linux.as_mut().unwrap().security_context =
-                Some(k8s_cri::v1::LinuxSandboxSecurityContext {
+                Some(crust_cri_api::v1::LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
                         network: network as i32,
                         ipc: ipc as i32,

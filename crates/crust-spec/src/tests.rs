@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crust_store::ImageConfig;
-use k8s_cri::v1::{
+use crust_cri_api::v1::{
     Capability as CriCaps, ContainerMetadata, Int64Value, KeyValue, LinuxContainerConfig,
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, PodSandboxMetadata, SecurityProfile,
     security_profile::ProfileType,
 };
+use crust_store::ImageConfig;
 use oci_spec::runtime::{Capability, LinuxNamespaceType};
 
 use super::*;
@@ -58,7 +58,7 @@ fn config() -> ContainerConfig {
             name: "app".into(),
             attempt: 0,
         }),
-        image: Some(k8s_cri::v1::ImageSpec {
+        image: Some(crust_cri_api::v1::ImageSpec {
             image: "example/app:1".into(),
             ..Default::default()
         }),
@@ -450,7 +450,7 @@ fn errors_name_field_and_value() {
     assert!(e.contains("run_as_username") && e.contains("ghost"), "{e}");
 
     let mut c = config();
-    c.cdi_devices = vec![k8s_cri::v1::CdiDevice {
+    c.cdi_devices = vec![crust_cri_api::v1::CdiDevice {
         name: "vendor.com/gpu=0".into(),
     }];
     let e = build(&c, &pod(), &sandbox()).unwrap_err().to_string();
@@ -544,8 +544,8 @@ fn annotations_cannot_loosen_anything() {
 fn target_pid_namespace_through_the_whole_spec() {
     let mut c = config();
     assert_eq!(pid_namespace_target(&c), None);
-    sc_mut(&mut c).namespace_options = Some(k8s_cri::v1::NamespaceOption {
-        pid: k8s_cri::v1::NamespaceMode::Target as i32,
+    sc_mut(&mut c).namespace_options = Some(crust_cri_api::v1::NamespaceOption {
+        pid: crust_cri_api::v1::NamespaceMode::Target as i32,
         target_id: "f00d".into(),
         ..Default::default()
     });
@@ -580,7 +580,7 @@ fn target_pid_namespace_through_the_whole_spec() {
 #[test]
 fn recursive_read_only_mounts_follow_the_kernel() {
     let mut c = config();
-    c.mounts = vec![k8s_cri::v1::Mount {
+    c.mounts = vec![crust_cri_api::v1::Mount {
         container_path: "/data".into(),
         host_path: "/var/lib/data".into(),
         readonly: true,
@@ -609,18 +609,20 @@ fn recursive_read_only_mounts_follow_the_kernel() {
 fn userns_pod(uids: &[(u32, u32, u32)], gids: &[(u32, u32, u32)]) -> PodSandboxConfig {
     let maps = |v: &[(u32, u32, u32)]| {
         v.iter()
-            .map(|&(container_id, host_id, length)| k8s_cri::v1::IdMapping {
-                container_id,
-                host_id,
-                length,
-            })
+            .map(
+                |&(container_id, host_id, length)| crust_cri_api::v1::IdMapping {
+                    container_id,
+                    host_id,
+                    length,
+                },
+            )
             .collect()
     };
     let mut p = pod();
     p.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
-        namespace_options: Some(k8s_cri::v1::NamespaceOption {
-            userns_options: Some(k8s_cri::v1::UserNamespace {
-                mode: k8s_cri::v1::NamespaceMode::Pod as i32,
+        namespace_options: Some(crust_cri_api::v1::NamespaceOption {
+            userns_options: Some(crust_cri_api::v1::UserNamespace {
+                mode: crust_cri_api::v1::NamespaceMode::Pod as i32,
                 uids: maps(uids),
                 gids: maps(gids),
             }),
@@ -698,15 +700,15 @@ fn user_namespace_requests_that_cannot_be_honoured_fail() {
     assert!(e.contains("65536") && e.contains("not mapped"), "{e}");
     // A container asking for another mapping than its pod's.
     let mut c = config();
-    sc_mut(&mut c).namespace_options = Some(k8s_cri::v1::NamespaceOption {
-        userns_options: Some(k8s_cri::v1::UserNamespace {
-            mode: k8s_cri::v1::NamespaceMode::Pod as i32,
-            uids: vec![k8s_cri::v1::IdMapping {
+    sc_mut(&mut c).namespace_options = Some(crust_cri_api::v1::NamespaceOption {
+        userns_options: Some(crust_cri_api::v1::UserNamespace {
+            mode: crust_cri_api::v1::NamespaceMode::Pod as i32,
+            uids: vec![crust_cri_api::v1::IdMapping {
                 container_id: 0,
                 host_id: 100000,
                 length: 65536,
             }],
-            gids: vec![k8s_cri::v1::IdMapping {
+            gids: vec![crust_cri_api::v1::IdMapping {
                 container_id: 0,
                 host_id: 100000,
                 length: 65536,
@@ -726,7 +728,7 @@ fn idmapped_cri_mounts_use_the_runtimes_idmapped_copy() {
         ..sandbox()
     };
     let pod_maps = || {
-        vec![k8s_cri::v1::IdMapping {
+        vec![crust_cri_api::v1::IdMapping {
             container_id: 0,
             host_id: 200000,
             length: 65536,
@@ -734,14 +736,14 @@ fn idmapped_cri_mounts_use_the_runtimes_idmapped_copy() {
     };
     let mut c = config();
     c.mounts = vec![
-        k8s_cri::v1::Mount {
+        crust_cri_api::v1::Mount {
             container_path: "/data/./x/".into(),
             host_path: "/var/lib/kubelet/pods/p/volumes/v".into(),
             uid_mappings: pod_maps(),
             gid_mappings: pod_maps(),
             ..Default::default()
         },
-        k8s_cri::v1::Mount {
+        crust_cri_api::v1::Mount {
             container_path: "/plain".into(),
             host_path: "/srv/plain".into(),
             ..Default::default()

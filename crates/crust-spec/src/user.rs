@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
+use crust_cri_api::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 
 use crate::{ImageFacts, SpecError};
 
@@ -254,8 +254,8 @@ fn missing_file_detail(contents: Option<&str>, file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crust_cri_api::v1::Int64Value;
     use crust_store::ImageConfig;
-    use k8s_cri::v1::Int64Value;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
         daemon:x:1:1::/:/bin/false\n\

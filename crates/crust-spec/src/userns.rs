@@ -10,7 +10,7 @@
 //! cover host id 0 (a container id that is host root would undo the point
 //! of the namespace; kubelet never hands out such a range).
 
-use k8s_cri::v1::{
+use crust_cri_api::v1::{
     IdMapping, LinuxContainerSecurityContext, NamespaceMode, PodSandboxConfig, UserNamespace,
 };
 use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};
@@ -299,7 +299,7 @@ pub(crate) fn sandbox_user_namespace(
 /// them. Crust idmaps a mount with the pod's own mappings only, so each
 /// must carry exactly those, and the pod must have a user namespace.
 pub fn idmapped_mounts(
-    config: &k8s_cri::v1::ContainerConfig,
+    config: &crust_cri_api::v1::ContainerConfig,
     pod: &PodSandboxConfig,
 ) -> Result<Vec<(String, std::path::PathBuf)>, SpecError> {
     let asking: Vec<_> = config
@@ -405,7 +405,7 @@ pub(crate) fn check_process_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
+    use crust_cri_api::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
 
     fn m(container_id: u32, host_id: u32, length: u32) -> IdMapping {
         IdMapping {

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
+use crust_cri_api::v1 as cri;
 use crust_spdy::{Limits, Role, Stream};
 use futures_util::StreamExt;
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 

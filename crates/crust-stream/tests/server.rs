@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crust_cri_api::v1 as cri;
 use crust_stream::{Backend, BoxFuture, ProcessIo, StreamServer};
 use futures_util::{SinkExt, StreamExt};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
