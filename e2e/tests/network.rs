@@ -495,3 +495,89 @@ async fn a_crash_during_network_setup_leaks_no_address() {
     }
     assert_eq!(net.allocated(), Vec::<String>::new(), "{}", crustd.log());
 }
+
+async fn status_pod_cidrs(c: &mut crust_e2e::CriClient) -> Vec<String> {
+    let status = c
+        .runtime
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&status.info["podCIDRs"]).unwrap()
+}
+
+/// kubelet's UpdateRuntimeConfig pod CIDR reaches a CNI plugin that
+/// declares the `ipRanges` capability (host-local allocates from it in
+/// place of its own subnet), survives a crustd restart, and nonsense is
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pod_cidr_from_update_runtime_config_becomes_the_pods_address_range() {
+    let net = TestNet::new(5);
+    // The conf's own subnet is never used once a pod CIDR is set.
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "crust-e2e",
+        "plugins": [
+            {"type": "bridge", "bridge": net.bridge, "isGateway": true, "ipMasq": false,
+             "capabilities": {"ipRanges": true},
+             "ipam": {"type": "host-local", "subnet": "10.123.254.0/24",
+                      "dataDir": net.dir.path().join("ipam").display().to_string()}},
+            {"type": "loopback"}
+        ]
+    });
+    std::fs::write(
+        net.dir.path().join("conf/10-bridge.conflist"),
+        conf.to_string(),
+    )
+    .unwrap();
+    let mut crustd = Crustd::start_with(CrustdOptions {
+        extra_config: net.crustd_config(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    assert!(status_pod_cidrs(&mut c).await.is_empty());
+
+    let cidr = format!("{}0/24", net.subnet_prefix);
+    let update = |pod_cidr: String| cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig { pod_cidr }),
+        }),
+    };
+    for bad in ["10.1.2.3", "10.0.0.0/40", "10.0.0.0/8,10.1.0.0/16"] {
+        let err = c
+            .runtime
+            .update_runtime_config(update(bad.to_string()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains("pod_cidr"), "{}", err.message());
+    }
+    c.runtime
+        .update_runtime_config(update(cidr.clone()))
+        .await
+        .unwrap();
+    assert_eq!(status_pod_cidrs(&mut c).await, [cidr.clone()]);
+
+    // Restarted, crustd still knows the CIDR before kubelet resends it.
+    drop(c);
+    assert_eq!(crustd.stop_with(Signal::SIGTERM), Some(0));
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    assert_eq!(status_pod_cidrs(&mut c).await, [cidr.clone()]);
+
+    let cfg = pod_config(&crustd, "cidr");
+    let pod = c.run_pod(&cfg).await;
+    let ip = pod_ip(&mut c, &pod).await;
+    assert!(
+        ip.starts_with(&net.subnet_prefix),
+        "pod address {ip} is not from the pod CIDR {cidr}"
+    );
+    c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    c.remove_pod(&pod).await;
+}

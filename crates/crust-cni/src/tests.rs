@@ -523,6 +523,15 @@ fn capability_args_shapes() {
         caps["bandwidth"],
         json!({"ingressRate": 1000, "ingressBurst": 2000, "egressRate": 3000, "egressBurst": 4000})
     );
+    assert!(
+        !caps.contains_key("ipRanges"),
+        "no pod CIDR yet: no ipRanges"
+    );
+    p.ip_ranges = vec!["10.244.1.0/24".into(), "fd00:1::/64".into()];
+    assert_eq!(
+        capability_args(&p)["ipRanges"],
+        json!([[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:1::/64"}]])
+    );
 
     // Only what a plugin declares reaches it.
     let declared = BTreeSet::from(["portMappings".to_string(), "ips".to_string()]);

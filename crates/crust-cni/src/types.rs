@@ -32,6 +32,10 @@ pub struct PodNetwork {
     pub dns: Option<Dns>,
     #[serde(default)]
     pub bandwidth: Option<Bandwidth>,
+    /// The node's pod CIDRs (CRI UpdateRuntimeConfig), offered as the
+    /// `ipRanges` capability: one range set per CIDR.
+    #[serde(default)]
+    pub ip_ranges: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,7 +179,7 @@ pub fn cni_args(pod: &PodNetwork) -> Result<String, CniError> {
 }
 
 /// Every capability argument the pod has data for, keyed by capability
-/// name (`portMappings`, `dns`, `bandwidth`).
+/// name (`portMappings`, `dns`, `bandwidth`, `ipRanges`).
 pub fn capability_args(pod: &PodNetwork) -> Map<String, Value> {
     let mut caps = Map::new();
     let ports: Vec<Value> = pod
@@ -213,6 +217,14 @@ pub fn capability_args(pod: &PodNetwork) -> Map<String, Value> {
                 "egressBurst": bw.egress_burst,
             }),
         );
+    }
+    if !pod.ip_ranges.is_empty() {
+        let sets: Vec<Value> = pod
+            .ip_ranges
+            .iter()
+            .map(|cidr| json!([{ "subnet": cidr }]))
+            .collect();
+        caps.insert("ipRanges".into(), Value::Array(sets));
     }
     caps
 }

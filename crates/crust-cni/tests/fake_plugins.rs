@@ -135,6 +135,7 @@ fn pod() -> PodNetwork {
             options: vec!["ndots:5".into()],
         }),
         bandwidth: None,
+        ip_ranges: Vec::new(),
     }
 }
 

@@ -397,9 +397,22 @@ impl RuntimeService for Cri {
 
     async fn update_runtime_config(
         &self,
-        _: Request<cri::UpdateRuntimeConfigRequest>,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Rpc<cri::UpdateRuntimeConfigResponse> {
-        unimplemented("UpdateRuntimeConfig")
+        // Only the network config is defined; an empty request changes
+        // nothing (kubelet sends the pod CIDR once it knows it).
+        let Some(network) = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+        else {
+            return Ok(Response::new(cri::UpdateRuntimeConfigResponse {}));
+        };
+        self.runtime
+            .pods
+            .update_pod_cidrs(&network.pod_cidr)
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(
@@ -683,6 +696,11 @@ impl Cri {
                 .iter()
                 .map(|q| serde_json::json!({ "kind": q.table, "id": q.key, "error": q.error }))
                 .collect();
+            // As UpdateRuntimeConfig last set them (JSON list).
+            info.insert(
+                "podCIDRs".to_string(),
+                serde_json::Value::from(rt.pods.pod_cidrs()).to_string(),
+            );
             info.insert(
                 "quarantinedRecords".to_string(),
                 serde_json::Value::from(quarantined).to_string(),

@@ -11,6 +11,7 @@ pub mod limits;
 mod lsm;
 pub mod namespaces;
 mod network;
+pub mod node_config;
 mod pod;
 pub mod pod_init;
 pub mod process;
@@ -86,6 +87,8 @@ pub struct Pods {
     lifecycle: tokio::sync::broadcast::Sender<lifecycle::LifecycleEvent>,
     /// Set at shutdown: event streams end, or they would hold it up.
     lifecycle_end: tokio::sync::watch::Sender<bool>,
+    /// What UpdateRuntimeConfig last said about the node (pod CIDRs).
+    node_config: std::sync::RwLock<node_config::NodeConfig>,
 }
 
 /// Runs disk- and CPU-heavy synchronous work (mounting a rootfs, reading
@@ -135,7 +138,9 @@ impl Pods {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(-1000);
+        let node_config = std::sync::RwLock::new(node_config::load(&config.state));
         Arc::new(Pods {
+            node_config,
             config,
             cgroup_driver,
             store,
@@ -149,6 +154,30 @@ impl Pods {
             lifecycle: lifecycle::channel(),
             lifecycle_end: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// UpdateRuntimeConfig: records the node's pod CIDRs (kubelet's
+    /// comma-separated `pod_cidr`) for the pods started from now on.
+    pub fn update_pod_cidrs(&self, pod_cidr: &str) -> Result<(), RuntimeError> {
+        let pod_cidrs = node_config::parse_pod_cidrs(pod_cidr)?;
+        let mut current = self.node_config.write().unwrap_or_else(|e| e.into_inner());
+        if current.pod_cidrs == pod_cidrs {
+            return Ok(());
+        }
+        let updated = node_config::NodeConfig { pod_cidrs };
+        blocking(|| node_config::store(&self.config.state, &updated))?;
+        tracing::info!(pod_cidrs = ?updated.pod_cidrs, "node pod CIDRs updated");
+        *current = updated;
+        Ok(())
+    }
+
+    /// The node's pod CIDRs as UpdateRuntimeConfig last set them.
+    pub fn pod_cidrs(&self) -> Vec<String> {
+        self.node_config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pod_cidrs
+            .clone()
     }
 
     /// Whether pods can get a network: Err names what is missing.

@@ -57,6 +57,7 @@ pub fn pod_network(id: &str, config: &cri::PodSandboxConfig, netns: &Path) -> Po
             options: d.options.clone(),
         }),
         bandwidth: bandwidth(&config.annotations),
+        ip_ranges: Vec::new(),
     }
 }
 

@@ -312,7 +312,8 @@ impl Pods {
             }
         }
         if let Some(netns) = &pinned.net {
-            let network = crate::network::pod_network(&record.id, config, netns);
+            let mut network = crate::network::pod_network(&record.id, config, netns);
+            network.ip_ranges = self.pod_cidrs();
             let attachment =
                 crate::network::add(&self.cni, &self.config.state, dir, network).await?;
             record.ips = crate::network::ips(&attachment);
