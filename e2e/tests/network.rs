@@ -513,14 +513,16 @@ async fn status_pod_cidrs(c: &mut crust_e2e::CriClient) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pod_cidr_from_update_runtime_config_becomes_the_pods_address_range() {
     let net = TestNet::new(5);
-    // The conf's own subnet is never used once a pod CIDR is set.
+    // host-local has no range of its own: it allocates only from the
+    // ipRanges crust passes (it would add them to a configured subnet as
+    // a second range of the same family, which bridge refuses).
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "crust-e2e",
         "plugins": [
             {"type": "bridge", "bridge": net.bridge, "isGateway": true, "ipMasq": false,
              "capabilities": {"ipRanges": true},
-             "ipam": {"type": "host-local", "subnet": "10.123.254.0/24",
+             "ipam": {"type": "host-local",
                       "dataDir": net.dir.path().join("ipam").display().to_string()}},
             {"type": "loopback"}
         ]
@@ -557,14 +559,14 @@ async fn the_pod_cidr_from_update_runtime_config_becomes_the_pods_address_range(
         .update_runtime_config(update(cidr.clone()))
         .await
         .unwrap();
-    assert_eq!(status_pod_cidrs(&mut c).await, [cidr.clone()]);
+    assert_eq!(status_pod_cidrs(&mut c).await, vec![cidr.clone()]);
 
     // Restarted, crustd still knows the CIDR before kubelet resends it.
     drop(c);
     assert_eq!(crustd.stop_with(Signal::SIGTERM), Some(0));
     crustd.spawn(&[]).await;
     let mut c = crustd.client().await;
-    assert_eq!(status_pod_cidrs(&mut c).await, [cidr.clone()]);
+    assert_eq!(status_pod_cidrs(&mut c).await, vec![cidr.clone()]);
 
     let cfg = pod_config(&crustd, "cidr");
     let pod = c.run_pod(&cfg).await;
