@@ -1,5 +1,8 @@
-//! RuntimeService: Version, Status and RuntimeConfig are answered here;
-//! pods, containers, streaming and stats land with their issues.
+//! RuntimeService: every RPC of the vendored CRI v1 proto. Request shape
+//! and limits are checked here, the work is done by `crust_runtime::Pods`,
+//! and `runtime_status` maps its errors to gRPC codes once. The Stream*
+//! lists reuse their unary List calls (`stream_lists`). RPCs not landed
+//! yet answer `unimplemented`; the checkpoint ones name CRIU (`no_criu`).
 
 use std::pin::Pin;
 
