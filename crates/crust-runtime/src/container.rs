@@ -140,24 +140,28 @@ fn requested_stop_signal(value: i32) -> Result<Option<String>, RuntimeError> {
 }
 
 /// The signal StopContainer sends first, as `ContainerStatus.stop_signal`
-/// reports it: the recorded one, else SIGTERM.
+/// reports it: the recorded one, else SIGTERM. The number-to-enum table
+/// is derived once from [`requested_stop_signal`] and [`parse_signal`], so
+/// both directions agree; enum order makes aliases (SIGIOT, SIGCLD,
+/// SIGPOLL) report their canonical name.
 fn effective_cri_signal(recorded: &str) -> cri::Signal {
-    let number = signal_number(recorded);
-    let (rtmin, rtmax) = (libc::SIGRTMIN() as u32, libc::SIGRTMAX() as u32);
-    let name = if number == rtmin {
-        "SIGNAL_SIGRTMIN".to_string()
-    } else if number == rtmax {
-        "SIGNAL_SIGRTMAX".to_string()
-    } else if (rtmin..=rtmin + 15).contains(&number) {
-        format!("SIGNAL_SIGRTMINPLUS{}", number - rtmin)
-    } else if (rtmax - 14..rtmax).contains(&number) {
-        format!("SIGNAL_SIGRTMAXMINUS{}", rtmax - number)
-    } else {
-        nix::sys::signal::Signal::try_from(number as i32)
-            .map(|s| format!("SIGNAL_{}", s.as_str()))
-            .unwrap_or_default()
-    };
-    cri::Signal::from_str_name(&name).unwrap_or(cri::Signal::Sigterm)
+    static BY_NUMBER: std::sync::OnceLock<HashMap<u32, cri::Signal>> = std::sync::OnceLock::new();
+    let by_number = BY_NUMBER.get_or_init(|| {
+        let mut table = HashMap::new();
+        for value in 1..=65 {
+            if let Ok(signal) = cri::Signal::try_from(value)
+                && let Ok(Some(name)) = requested_stop_signal(value)
+                && let Some(number) = parse_signal(&name)
+            {
+                table.entry(number).or_insert(signal);
+            }
+        }
+        table
+    });
+    by_number
+        .get(&signal_number(recorded))
+        .copied()
+        .unwrap_or(cri::Signal::Sigterm)
 }
 
 /// The signal StopContainer sends first: SIGTERM unless the record names
