@@ -19,6 +19,10 @@ const FILE: &str = "node-config.json";
 /// A node has one pod CIDR per IP family (dual-stack: two).
 const MAX_POD_CIDRS: usize = 2;
 
+/// Two IPv6 CIDRs and a comma fit in 87 bytes; anything much longer is
+/// refused before it is parsed or echoed in an error.
+const MAX_POD_CIDR_LEN: usize = 128;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// The node's pod CIDRs, in kubelet's order (empty until sent).
@@ -73,6 +77,12 @@ pub fn parse_pod_cidrs(value: &str) -> Result<Vec<String>, RuntimeError> {
             "runtime_config.network_config.pod_cidr {cidr:?}: {why}"
         ))
     };
+    if value.len() > MAX_POD_CIDR_LEN {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "runtime_config.network_config.pod_cidr is {} bytes, over the {MAX_POD_CIDR_LEN} byte limit",
+            value.len()
+        )));
+    }
     if value.trim().is_empty() {
         return Ok(Vec::new());
     }
