@@ -15,6 +15,7 @@ packages=(
   zstd                         # zstd layers in the test images
   apache2-utils                # htpasswd, for the auth registry
   curl jq python3 util-linux   # scripts: HTTP probes, JSON, image builder, nsenter/unshare
+  python3-venv                 # the grpcio venv below
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -31,12 +32,23 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps.sh: all ${#packages[@]} packages already installed"
-  exit 0
+else
+  echo "install-deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  # The docker-registry package ships a service on :5000. Without systemd it
+  # does not start; if it does, it is harmless: our registries use 5098/5099.
+  apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps.sh: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-# The docker-registry package ships a service on :5000. Without systemd it
-# does not start; if it does, it is harmless: our registries use 5098/5099.
-apt-get install -y --no-install-recommends "${missing[@]}"
+# A gRPC C-core client for e2e/tests/cri_137.rs: grpcio from PyPI, pinned.
+# Debian's python3-grpcio (1.51) is too old to show the bug the test guards
+# (C-core sends the percent-encoded socket path as :authority since ~1.6x).
+grpcio_version=1.85.3
+grpcio_venv=/var/tmp/crust-grpcio
+if ! "$grpcio_venv/bin/python" -c "import grpc, sys; sys.exit(grpc.__version__ != '$grpcio_version')" 2>/dev/null; then
+  echo "install-deps.sh: installing grpcio $grpcio_version into $grpcio_venv"
+  rm -rf "$grpcio_venv"
+  /usr/bin/python3 -m venv "$grpcio_venv"
+  "$grpcio_venv/bin/pip" install --quiet "grpcio==$grpcio_version"
+fi
