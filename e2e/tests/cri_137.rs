@@ -303,3 +303,168 @@ fn hex_decode(hex: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// A pod cgroup file (`v1_controller`'s hierarchy on v1, the unified one on v2).
+fn pod_cgroup_file(cgroup: &str, v1_controller: &str, name: &str) -> String {
+    let path = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup{cgroup}/{name}")
+    } else {
+        format!("/sys/fs/cgroup/{v1_controller}{cgroup}/{name}")
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+fn limits(memory: i64, cpu_quota: i64) -> cri::LinuxContainerResources {
+    cri::LinuxContainerResources {
+        memory_limit_in_bytes: memory,
+        cpu_quota,
+        cpu_period: if cpu_quota != 0 { 100_000 } else { 0 },
+        ..Default::default()
+    }
+}
+
+/// In-place pod resize (UpdatePodSandboxResources): resources plus overhead
+/// land in the pod's cgroup; a pod is never made smaller than a container
+/// in it, nor a container larger than its pod; nonsense is InvalidArgument.
+#[tokio::test]
+async fn pod_resize_sets_the_pod_cgroup_and_keeps_containers_within_it() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let pod_cfg = pod_config(&crustd, "resize");
+    let pod = c.run_pod(&pod_cfg).await;
+    let cgroup = pod_cfg.linux.as_ref().unwrap().cgroup_parent.clone();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let memory_file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let pod_memory = || pod_cgroup_file(&cgroup, "memory", memory_file);
+    let mut config = container_config("app", &image_ref(BUSYBOX), &["sleep", "3600"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(limits(64 << 20, 20_000)),
+        ..Default::default()
+    });
+    let app = c.run_container(&pod, &pod_cfg, config).await;
+
+    let runtime = c.runtime.clone();
+    let resize = |resources: Option<cri::LinuxContainerResources>,
+                  overhead: Option<cri::LinuxContainerResources>| {
+        let mut runtime = runtime.clone();
+        let pod = pod.clone();
+        async move {
+            runtime
+                .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+                    pod_sandbox_id: pod,
+                    resources,
+                    overhead,
+                })
+                .await
+        }
+    };
+    // grow: 256 MiB and one CPU for the containers, 16 MiB of overhead
+    resize(Some(limits(256 << 20, 100_000)), Some(limits(16 << 20, 0)))
+        .await
+        .unwrap();
+    // the overhead has no CPU limit, so the pod's CPU is unlimited
+    assert_eq!(pod_memory(), (272u64 << 20).to_string());
+    resize(
+        Some(limits(256 << 20, 100_000)),
+        Some(limits(16 << 20, 10_000)),
+    )
+    .await
+    .unwrap();
+    if v2 {
+        assert_eq!(pod_cgroup_file(&cgroup, "cpu", "cpu.max"), "110000 100000");
+    } else {
+        assert_eq!(
+            pod_cgroup_file(&cgroup, "cpu", "cpu.cfs_quota_us"),
+            "110000"
+        );
+        assert_eq!(
+            pod_cgroup_file(&cgroup, "cpu", "cpu.cfs_period_us"),
+            "100000"
+        );
+    }
+    let info = c.pod_info(&pod).await;
+    assert_eq!(info["podMemoryLimit"], 272u64 << 20, "{info}");
+    assert_eq!(info["podCpuMillis"], 1100, "{info}");
+
+    let update_app = |memory: i64, quota: i64| {
+        let mut runtime = runtime.clone();
+        let app = app.clone();
+        async move {
+            runtime
+                .update_container_resources(cri::UpdateContainerResourcesRequest {
+                    container_id: app,
+                    linux: Some(limits(memory, quota)),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    // a container above its pod is refused, naming the pod's limit
+    let err = update_app(512 << 20, 20_000).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("grow the pod first"),
+        "{}",
+        err.message()
+    );
+    let err = update_app(64 << 20, 200_000).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    // within the pod: applied
+    update_app(128 << 20, 20_000).await.unwrap();
+
+    // a pod below its container is refused, naming it; nothing changes
+    let err = resize(Some(limits(100 << 20, 0)), None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("\"app\""), "{}", err.message());
+    assert_eq!(pod_memory(), (272u64 << 20).to_string());
+    // shrinking in kubelet's order (container first, then pod) works
+    update_app(32 << 20, 20_000).await.unwrap();
+    resize(Some(limits(100 << 20, 50_000)), None).await.unwrap();
+    assert_eq!(pod_memory(), (100u64 << 20).to_string());
+
+    // nonsense
+    for (resources, overhead, field) in [
+        (Some(limits(-1, 0)), None, "memory_limit_in_bytes"),
+        (Some(limits(0, -5)), None, "cpu_quota"),
+        (None, None, "resources"),
+        (
+            Some(cri::LinuxContainerResources {
+                cpuset_cpus: "0".into(),
+                ..Default::default()
+            }),
+            None,
+            "cpuset",
+        ),
+    ] {
+        let err = resize(resources, overhead).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+    assert_eq!(pod_memory(), (100u64 << 20).to_string());
+    let err = runtime
+        .clone()
+        .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+            resources: Some(limits(64 << 20, 0)),
+            overhead: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // no memory limit on the containers: the pod's memory is unlimited
+    resize(Some(limits(0, 50_000)), None).await.unwrap();
+    let unlimited = pod_memory();
+    assert!(
+        unlimited == "max" || unlimited.parse::<u64>().unwrap() > 1 << 62,
+        "{unlimited}"
+    );
+    c.remove_pod(&pod).await;
+}

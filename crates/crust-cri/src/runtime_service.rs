@@ -504,9 +504,16 @@ impl RuntimeService for Cri {
 
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Rpc<cri::UpdatePodSandboxResourcesResponse> {
-        unimplemented("UpdatePodSandboxResources")
+        let request = request.get_ref();
+        let id = pod_id(&request.pod_sandbox_id)?;
+        self.runtime
+            .pods
+            .update_pod_sandbox_resources(id, request.resources.as_ref(), request.overhead.as_ref())
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 
     async fn list_metric_descriptors(

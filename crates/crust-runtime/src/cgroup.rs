@@ -200,6 +200,62 @@ pub fn oom_killed(path: &str) -> bool {
     }
 }
 
+/// Writes a pod cgroup's CPU and memory limits (UpdatePodSandboxResources).
+/// Memory goes last when it shrinks: the kernel refuses (v1, EBUSY) or
+/// reclaims (v2) at once, and the CPU change should not wait on that.
+pub fn set_pod_limits(path: &str, limits: &crust_spec::PodLimits) -> std::io::Result<()> {
+    let write = |controller: &str, name: &str, value: String| {
+        let file = file(path, controller, name);
+        std::fs::write(&file, &value).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("writing {value} to {}: {e}", file.display()),
+            )
+        })
+    };
+    match version() {
+        Version::V2 => {
+            let quota = limits
+                .cpu_quota
+                .map_or("max".to_string(), |q| q.to_string());
+            write("", "cpu.max", format!("{quota} {}", limits.cpu_period))?;
+            if let Some(shares) = limits.cpu_shares {
+                write("", "cpu.weight", shares_to_weight(shares).to_string())?;
+            }
+            let memory = limits
+                .memory_limit
+                .map_or("max".to_string(), |m| m.to_string());
+            write("", "memory.max", memory)?;
+        }
+        Version::V1 => {
+            write("cpu", "cpu.cfs_period_us", limits.cpu_period.to_string())?;
+            let quota = limits.cpu_quota.map_or(-1, |q| q as i64);
+            write("cpu", "cpu.cfs_quota_us", quota.to_string())?;
+            if let Some(shares) = limits.cpu_shares {
+                write("cpu", "cpu.shares", shares.to_string())?;
+            }
+            let memory = limits.memory_limit.map_or(-1, |m| m as i64);
+            write("memory", "memory.limit_in_bytes", memory.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// cpu.shares to cpu.weight as runc 1.3 and libcgroups 0.7 map them (a
+/// quadratic fit in log space, so 1024 shares is weight 100), so a pod's
+/// weight and its containers' agree. libcgroups keeps its copy private.
+fn shares_to_weight(shares: u64) -> u64 {
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let log = (shares as f64).log2();
+    let exponent = (log * log + 125.0 * log) / 612.0 - 7.0 / 34.0;
+    10f64.powf(exponent).ceil() as u64
+}
+
 /// The cgroup file that holds a limit, for tests and status.
 pub fn file(path: &str, v1_controller: &str, name: &str) -> PathBuf {
     match version() {
@@ -214,6 +270,14 @@ pub fn file(path: &str, v1_controller: &str, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_map_to_weights_as_libcgroups_does() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(512), 59);
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
 
     #[test]
     fn systemd_paths_are_laid_out_as_systemd_does() {

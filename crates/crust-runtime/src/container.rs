@@ -1051,10 +1051,33 @@ impl Pods {
         // onto the cgroup path by libcgroups: `/etc/passwd` or `../x`
         // would write a host file).
         crust_spec::check_container_resources(resources)?;
+        // Held against a concurrent UpdatePodSandboxResources.
+        let lock = self.lock_for(&record.sandbox_id);
+        let _held = lock.lock().await;
+        let sandbox = self.require_sandbox(&record.sandbox_id)?;
+        if let Some(c) = crust_spec::memory_limit(resources)
+            && sandbox.pod_memory_limit > 0
+            && c > sandbox.pod_memory_limit
+        {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "memory limit {c} is above pod {}'s limit {}: grow the pod first \
+                 (UpdatePodSandboxResources)",
+                sandbox.id, sandbox.pod_memory_limit
+            )));
+        }
+        if let Some(c) = crust_spec::cpu_millis(resources)
+            && sandbox.pod_cpu_millis > 0
+            && c > sandbox.pod_cpu_millis
+        {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "CPU limit {c}m is above pod {}'s limit {}m: grow the pod first \
+                 (UpdatePodSandboxResources)",
+                sandbox.id, sandbox.pod_cpu_millis
+            )));
+        }
         let json = serde_json::to_vec(&oci_resources(resources))
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         if record.state == ContainerState::Running {
-            let sandbox = self.require_sandbox(&record.sandbox_id)?;
             self.shim_for(&sandbox)
                 .await?
                 .update(&record.id, json)

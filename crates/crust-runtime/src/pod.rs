@@ -478,6 +478,83 @@ impl Pods {
         Ok(())
     }
 
+    /// In-place pod resize: the pod cgroup gets `resources` plus `overhead`.
+    /// kubelet grows the pod before its containers and shrinks it after
+    /// them; a pod limit below a container's current limit is refused (and
+    /// UpdateContainerResources refuses a container above its pod), so no
+    /// order leaves a container allowed more than its pod.
+    pub async fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        resources: Option<&cri::LinuxContainerResources>,
+        overhead: Option<&cri::LinuxContainerResources>,
+    ) -> Result<(), RuntimeError> {
+        let limits = crust_spec::pod_limits(resources, overhead)?;
+        let record = self.require_sandbox(id)?;
+        let lock = self.lock_for(&record.id);
+        let _held = lock.lock().await;
+        let record = self.require_sandbox(&record.id)?;
+        if record.state != SandboxState::Ready {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                record.id
+            )));
+        }
+        if record.cgroup_parent.trim_matches('/').is_empty() {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {} has no cgroup parent of its own to resize \
+                 (its containers share crust's default /crust)",
+                record.id
+            )));
+        }
+        for container in self.containers_of(&record.id)? {
+            if !matches!(
+                container.state,
+                crust_store::ContainerState::Created | crust_store::ContainerState::Running
+            ) {
+                continue;
+            }
+            let config = crate::container::record_config(&container);
+            let Some(theirs) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+                continue;
+            };
+            let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+            if let (Some(pod), Some(c)) = (limits.memory_limit, crust_spec::memory_limit(theirs))
+                && c > pod
+            {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "pod memory limit {pod} is below container {name:?} ({})'s limit {c}: \
+                     shrink the container first",
+                    container.id
+                )));
+            }
+            if let (Some(pod), Some(c)) = (limits.cpu_millis(), crust_spec::cpu_millis(theirs))
+                && c > pod
+            {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "pod CPU limit {pod}m is below container {name:?} ({})'s limit {c}m: \
+                     shrink the container first",
+                    container.id
+                )));
+            }
+        }
+        let path = record.cgroup_parent.clone();
+        tokio::task::spawn_blocking(move || cgroup::set_pod_limits(&path, &limits))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(|e| RuntimeError::Internal(format!("resizing pod {}: {e}", record.id)))?;
+        self.store.write(|tx| {
+            if let Some(mut r) = tx.get::<SandboxRecord>(&record.id)? {
+                r.pod_memory_limit = limits.memory_limit.unwrap_or(0);
+                r.pod_cpu_millis = limits.cpu_millis().unwrap_or(0);
+                tx.put(&r)?;
+            }
+            Ok(())
+        })?;
+        tracing::info!(pod_id = %record.id, ?limits, "pod sandbox resized");
+        Ok(())
+    }
+
     pub(crate) fn containers_of(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
         Ok(self
             .store
@@ -540,6 +617,8 @@ impl Pods {
                 "pidNamespacePath": record.pidns,
                 "runtimeHandler": record.runtime_handler,
                 "cgroupParent": record.cgroup_parent,
+                "podMemoryLimit": record.pod_memory_limit,
+                "podCpuMillis": record.pod_cpu_millis,
                 "config": record.config,
             });
             info.insert("info".to_string(), details.to_string());

@@ -102,6 +102,11 @@ pub struct SandboxRecord {
     pub cgroup_parent: String,
     /// Whether crust created the pod cgroup (and so removes it).
     pub created_cgroup: bool,
+    /// The pod cgroup's limits last set by UpdatePodSandboxResources
+    /// (memory in bytes, CPU in millicores); 0: none set by crust. A
+    /// container's update may not go above them.
+    pub pod_memory_limit: u64,
+    pub pod_cpu_millis: u64,
     pub log_directory: String,
     /// Pod IPs from CNI, the primary first.
     pub ips: Vec<String>,
