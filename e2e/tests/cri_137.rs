@@ -468,3 +468,146 @@ async fn pod_resize_sets_the_pod_cgroup_and_keeps_containers_within_it() {
     );
     c.remove_pod(&pod).await;
 }
+
+/// The metrics of one container in a ListPodSandboxMetrics answer, by name.
+fn container_metric(
+    pods: &[cri::PodSandboxMetrics],
+    container: &str,
+    name: &str,
+) -> Option<cri::Metric> {
+    pods.iter()
+        .flat_map(|p| p.container_metrics.iter())
+        .filter(|c| c.container_id == container)
+        .flat_map(|c| c.metrics.iter())
+        .find(|m| m.name == name)
+        .cloned()
+}
+
+/// KEP-2371: kubelet takes cAdvisor-style metrics from the runtime. Every
+/// metric has a descriptor with as many label keys as it has values, and
+/// the values are the container's: its processes, its memory, the OOM kill
+/// in its cgroup. The stream form carries the same pods.
+#[tokio::test]
+async fn pod_sandbox_metrics_report_each_running_container_with_described_labels() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let descriptors = c
+        .runtime
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    let names: BTreeSet<&str> = descriptors.iter().map(|d| d.name.as_str()).collect();
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_processes",
+        "container_oom_events_total",
+        "container_network_receive_bytes_total",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+
+    let pod_cfg = pod_config(&crustd, "metrics");
+    let pod = c.run_pod(&pod_cfg).await;
+    // Three processes: sh and two sleeps. The hog is OOM-killed inside the
+    // 32 MiB limit while the container keeps running.
+    let mut config = container_config(
+        "app",
+        &image_ref(BUSYBOX),
+        &[
+            "sh",
+            "-c",
+            "head -c 256m /dev/zero | tail; sleep 3600 & sleep 3600 & wait",
+        ],
+    );
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(limits(32 << 20, 0)),
+        ..Default::default()
+    });
+    let app = c.run_container(&pod, &pod_cfg, config).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pods = loop {
+        let pods = c
+            .runtime
+            .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+        let value = |name| container_metric(&pods, &app, name).and_then(|m| m.value);
+        // The pipeline is three processes too: wait for the OOM kill first.
+        let oom_killed = value("container_oom_events_total").is_some_and(|v| v.value >= 1);
+        if oom_killed && value("container_processes").map(|v| v.value) == Some(3) {
+            break pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never an OOM kill and then 3 processes: {pods:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ours = pods.iter().find(|p| p.pod_sandbox_id == pod).unwrap();
+    let value = |name| {
+        container_metric(&pods, &app, name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .value
+            .unwrap()
+            .value
+    };
+    assert!(value("container_memory_usage_bytes") > 0);
+    assert!(value("container_memory_working_set_bytes") > 0);
+    assert!(value("container_memory_working_set_bytes") <= 32 << 20);
+    assert!(value("container_oom_events_total") >= 1, "{ours:?}");
+    let processes = container_metric(&pods, &app, "container_processes").unwrap();
+    assert_eq!(processes.metric_type, cri::MetricType::Gauge as i32);
+    assert!(processes.label_values.contains(&"app".to_string()));
+    assert!(processes.label_values.contains(&app));
+    assert!(processes.label_values.contains(&"metrics".to_string()));
+    for metric in ours
+        .metrics
+        .iter()
+        .chain(ours.container_metrics.iter().flat_map(|c| c.metrics.iter()))
+    {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == metric.name)
+            .unwrap_or_else(|| panic!("{} has no descriptor", metric.name));
+        assert_eq!(d.label_keys.len(), metric.label_values.len(), "{metric:?}");
+    }
+    // This pod's network is loopback only, which is not reported.
+    assert!(ours.metrics.is_empty(), "{:?}", ours.metrics);
+
+    let streamed: BTreeSet<String> = collect(
+        c.runtime
+            .stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .into_iter()
+    .flat_map(|r| r.pod_sandbox_metrics)
+    .map(|p| p.pod_sandbox_id)
+    .collect();
+    assert!(streamed.contains(&pod), "{streamed:?}");
+
+    // A stopped container is no longer reported.
+    c.runtime
+        .stop_container(cri::StopContainerRequest {
+            container_id: app.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let pods = c
+        .runtime
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert!(container_metric(&pods, &app, "container_processes").is_none());
+}

@@ -239,6 +239,39 @@ async fn pods_get_addresses_ports_and_dns() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&fetched.stdout), "crust-web-ok\n");
+    // The pages went out of the web pod's eth0, and ListPodSandboxMetrics
+    // counts them there (labelled with the pod and interface).
+    let metrics = c
+        .runtime
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let web_metrics = metrics.iter().find(|p| p.pod_sandbox_id == web).unwrap();
+    let counter = |name: &str| {
+        web_metrics
+            .metrics
+            .iter()
+            .find(|m| m.name == name && m.label_values.contains(&"eth0".to_string()))
+            .unwrap_or_else(|| panic!("no {name} for eth0: {web_metrics:?}"))
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+    };
+    assert!(counter("container_network_transmit_bytes_total") > 3 * 13);
+    assert!(counter("container_network_transmit_packets_total") >= 3);
+    assert!(counter("container_network_receive_bytes_total") > 0);
+    let eth0 = web_metrics
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_network_receive_bytes_total")
+        .unwrap();
+    assert_eq!(
+        eth0.label_values,
+        [web.clone(), "eth0".into(), "e2e".into(), "web".into()]
+    );
     // DNS and host files as kubelet expects.
     let resolv = c
         .exec_sync(&client_ctr, &["cat", "/etc/resolv.conf"], 10)

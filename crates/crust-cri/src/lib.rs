@@ -9,6 +9,7 @@
 
 mod events;
 mod image_service;
+mod pod_metrics;
 mod runtime_service;
 mod stream_lists;
 
@@ -55,13 +56,6 @@ impl Cri {
 }
 
 type Rpc<T> = Result<tonic::Response<T>, tonic::Status>;
-
-/// The answer of an RPC whose capability has not landed yet.
-fn unimplemented<T>(rpc: &str) -> Rpc<T> {
-    Err(tonic::Status::unimplemented(format!(
-        "{rpc} is not implemented by crust yet"
-    )))
-}
 
 /// The CRI name of the runtime, reported by Version.
 pub const RUNTIME_NAME: &str = "crust";

@@ -1,8 +1,9 @@
 //! RuntimeService: every RPC of the vendored CRI v1 proto. Request shape
 //! and limits are checked here, the work is done by `crust_runtime::Pods`,
 //! and `runtime_status` maps its errors to gRPC codes once. The Stream*
-//! lists reuse their unary List calls (`stream_lists`). RPCs not landed
-//! yet answer `unimplemented`; the checkpoint ones name CRIU (`no_criu`).
+//! lists reuse their unary List calls (`stream_lists`); the metrics RPCs
+//! are shaped in `pod_metrics`. The checkpoint ones answer Unimplemented
+//! naming CRIU (`no_criu`).
 
 use std::pin::Pin;
 
@@ -16,7 +17,7 @@ use crust_runtime::RuntimeError;
 use crate::stream_lists::{ListStream, stream_of};
 use crate::{
     Cri, KUBE_RUNTIME_API_VERSION, NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY,
-    Rpc, condition, unimplemented,
+    Rpc, condition,
 };
 
 pub(crate) type EventStream =
@@ -499,7 +500,15 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Rpc<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        let list = self
+            .list_pod_sandbox_metrics(Request::new(cri::ListPodSandboxMetricsRequest {}))
+            .await?;
+        Ok(Response::new(stream_of(
+            list.into_inner().pod_metrics,
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
     }
 
     async fn update_pod_sandbox_resources(
@@ -520,14 +529,27 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Rpc<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: crate::pod_metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let pods = self.runtime.pods.clone();
+        // cgroupfs and procfs reads: off the async workers.
+        let samples = tokio::task::spawn_blocking(move || pods.pod_samples())
+            .await
+            .map_err(|e| Status::internal(format!("pod metrics: {e}")))?
+            .map_err(runtime_status)?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: samples
+                .iter()
+                .map(crate::pod_metrics::pod_sandbox_metrics)
+                .collect(),
+        }))
     }
 }
 

@@ -178,6 +178,45 @@ pub fn usage(path: &str) -> Usage {
     }
 }
 
+/// What the CRI metrics add to [`Usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Page cache (v1 `total_cache`, v2 `file`).
+    pub memory_cache: u64,
+    /// Processes the kernel's OOM killer killed in the cgroup.
+    pub oom_kills: u64,
+    /// Tasks in the cgroup (`pids.current`).
+    pub processes: u64,
+}
+
+pub fn extra(path: &str) -> Extra {
+    let rel = relative(path);
+    match version() {
+        Version::V2 => {
+            let dir = Path::new(ROOT).join(&rel);
+            let mem = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            let events = std::fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
+            Extra {
+                memory_cache: stat_field(&mem, "file"),
+                oom_kills: stat_field(&events, "oom_kill"),
+                processes: read_u64(&dir.join("pids.current")).unwrap_or(0),
+            }
+        }
+        Version::V1 => {
+            let memory = Path::new(ROOT).join("memory").join(&rel);
+            let mem = std::fs::read_to_string(memory.join("memory.stat")).unwrap_or_default();
+            let control =
+                std::fs::read_to_string(memory.join("memory.oom_control")).unwrap_or_default();
+            let pids = Path::new(ROOT).join("pids").join(&rel).join("pids.current");
+            Extra {
+                memory_cache: stat_field(&mem, "total_cache"),
+                oom_kills: stat_field(&control, "oom_kill"),
+                processes: read_u64(&pids).unwrap_or(0),
+            }
+        }
+    }
+}
+
 /// Whether the kernel OOM-killed a process of cgroup `path`.
 pub fn oom_killed(path: &str) -> bool {
     let rel = relative(path);

@@ -14,6 +14,7 @@ mod network;
 pub mod node_config;
 mod pod;
 pub mod pod_init;
+pub mod pod_metrics;
 pub mod process;
 mod recovery;
 pub mod shim;
