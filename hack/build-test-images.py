@@ -322,6 +322,13 @@ def build_all():
              entry("escape/crust-evil-symlink", data=b"escaped\n")],
             "gzip", "write through a symlink to /tmp")]),
         "crust-test/multiarch:docker": multiarch(bb_gz, docker=True),
+        # An image volume (CRI Mount.image) of one layer and no OS, as an
+        # OCI artifact image is.
+        "crust-test/artifact:latest": Image([Layer(
+            [entry("artifact", "dir"),
+             entry("artifact/hello.txt", data=b"hello from an image volume\n"),
+             entry("artifact/setuid", data=b"#!/bin/sh\nid -u\n", mode=0o4755)],
+            "gzip", "files only")]),
         # An image VOLUME: its dir must live on the persistent root and be
         # counted in the container's writable layer.
         "crust-test/volume:latest": Image([bb_gz], {"Volumes": {"/data": {}}}),

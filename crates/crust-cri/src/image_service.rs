@@ -20,6 +20,7 @@ pub(crate) fn image_status(e: ImageError) -> Status {
         ErrorKind::PermissionDenied => Status::permission_denied(message),
         ErrorKind::Unavailable => Status::unavailable(message),
         ErrorKind::DeadlineExceeded => Status::deadline_exceeded(message),
+        ErrorKind::FailedPrecondition => Status::failed_precondition(message),
         ErrorKind::Internal => Status::internal(message),
     }
 }

@@ -33,6 +33,7 @@ pub enum ErrorKind {
     PermissionDenied,
     Unavailable,
     DeadlineExceeded,
+    FailedPrecondition,
     Internal,
 }
 
@@ -62,6 +63,14 @@ pub enum ImageError {
     Snapshot(#[from] crust_snapshot::SnapshotError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error(
+        "image {image} is mounted as a volume by container(s) {}; remove them first",
+        containers.join(", ")
+    )]
+    InUse {
+        image: String,
+        containers: Vec<String>,
+    },
     #[error("registry configuration: {0}")]
     Config(String),
     #[error("internal error: {0}")]
@@ -76,6 +85,7 @@ impl ImageError {
             ImageError::Denied { .. } => ErrorKind::PermissionDenied,
             ImageError::Registry { .. } | ImageError::Transfer(_) => ErrorKind::Unavailable,
             ImageError::Stalled(_) => ErrorKind::DeadlineExceeded,
+            ImageError::InUse { .. } => ErrorKind::FailedPrecondition,
             ImageError::Manifest(ManifestError::NoPlatform { .. }) => ErrorKind::NotFound,
             ImageError::Manifest(_) | ImageError::Invalid(_) | ImageError::Unpack(_) => {
                 ErrorKind::InvalidArgument
@@ -207,7 +217,7 @@ impl Images {
         let removed = self.store.write(|tx| {
             let images = tx.list::<ImageRecord>()?;
             let Some(image) = find_in(&images, &parsed, name) else {
-                return Ok(false);
+                return Ok(Ok(false));
             };
             let mut image = image.clone();
             if let ImageName::Ref(r) = &parsed
@@ -217,10 +227,27 @@ impl Images {
             {
                 image.repo_tags.retain(|t| t != &tag);
                 tx.put(&image)?;
-                return Ok(false);
+                return Ok(Ok(false));
+            }
+            // An image volume is the image's own layers: the image stays
+            // while a container mounts it (KEP-4639), as kubelet's image
+            // GC expects of every runtime.
+            let mounting: Vec<String> = tx
+                .list::<ContainerRecord>()?
+                .into_iter()
+                .filter(|c| c.image_mounts.iter().any(|m| m.image_id == image.id))
+                .map(|c| c.id)
+                .take(8)
+                .collect();
+            if !mounting.is_empty() {
+                return Ok(Err(mounting));
             }
             tx.delete::<ImageRecord>(&image.id)?;
-            Ok(true)
+            Ok(Ok(true))
+        })?;
+        let removed = removed.map_err(|containers| ImageError::InUse {
+            image: name.to_string(),
+            containers,
         })?;
         if removed {
             self.collect_garbage_locked().await?;
@@ -303,6 +330,9 @@ fn collect_garbage(
     // A container keeps its image's layers even after the image is removed.
     for container in &containers {
         chains.extend(container.image_chain.iter().cloned());
+        for mount in &container.image_mounts {
+            chains.extend(mount.chain.iter().cloned());
+        }
     }
     let mut freed = (0, 0);
     for digest in content.list()? {

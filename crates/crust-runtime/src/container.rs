@@ -345,6 +345,8 @@ impl Pods {
                 crust_config::CgroupDriver::Systemd => crust_spec::CgroupDriver::Systemd,
             },
         };
+        let volumes = self.mount_image_volumes(sandbox, config, &record.id)?;
+        record.image_mounts = volumes.records;
         let container = crust_spec::ContainerFacts {
             id: record.id.clone(),
             volumes_dir: self.volumes_dir(&record.id),
@@ -356,6 +358,7 @@ impl Pods {
                 config,
                 &record.id,
             )?,
+            image_mount_sources: volumes.sources,
             cdi_spec_dirs: self.config.cdi.spec_dirs.clone(),
         };
         let image_facts = crust_spec::ImageFacts {
@@ -437,6 +440,7 @@ impl Pods {
             }
         }
         crate::userns::release_idmapped_mounts(&self.config.state, &record.id);
+        crate::image_mounts::release(&self.config.state, &record.id);
         if let Err(e) = self.images.snapshots().remove_rw(&record.id) {
             tracing::warn!(container_id = %record.id, error = %e, "cannot remove writable layer");
         }

@@ -6,6 +6,7 @@ mod container;
 pub mod events;
 mod files;
 pub mod filter;
+mod image_mounts;
 pub mod lifecycle;
 pub mod limits;
 mod lsm;

@@ -87,7 +87,11 @@ fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
 /// A detached copy of the mount at `path` (with its submounts when
 /// `recursive`) whose ids are mapped through `userns`: a file owned by
 /// host uid 0 shows as the uid that the namespace's uid 0 is on the host.
-fn idmapped_tree(path: &Path, userns: BorrowedFd<'_>, recursive: bool) -> io::Result<OwnedFd> {
+pub(crate) fn idmapped_tree(
+    path: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> io::Result<OwnedFd> {
     let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint;
     if recursive {

@@ -327,7 +327,11 @@ impl Snapshotter {
     /// layers under /var/lib/crust), else the new mount API with one
     /// `lowerdir+` per layer (Linux 6.8+).
     pub fn mount_rw(&self, snapshot: &RwSnapshot, target: &Path) -> Result<(), SnapshotError> {
-        mount_overlay(&snapshot.lowers, snapshot, target)
+        mount_overlay(
+            &snapshot.lowers,
+            Some((&snapshot.upper, &snapshot.work)),
+            target,
+        )
     }
 
     /// [`Snapshotter::mount_rw`] with other mounts of the snapshot's lower
@@ -349,7 +353,58 @@ impl Snapshotter {
             .iter()
             .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
             .collect();
-        mount_overlay(&paths, snapshot, target)
+        mount_overlay(&paths, Some((&snapshot.upper, &snapshot.work)), target)
+    }
+
+    /// The dirs of `chain`'s layers (bottom layer first), topmost first as
+    /// overlayfs stacks them; each must be unpacked here.
+    pub fn lower_dirs(&self, chain: &[String]) -> Result<Vec<PathBuf>, SnapshotError> {
+        if chain.len() > MAX_LOWERS {
+            return Err(SnapshotError::TooManyLayers(chain.len()));
+        }
+        chain
+            .iter()
+            .rev()
+            .map(|id| {
+                if chain_hex(id).is_none() {
+                    Err(SnapshotError::InvalidChainId(id.clone()))
+                } else if !self.has_layer(id) {
+                    Err(SnapshotError::LayerNotFound(id.clone()))
+                } else {
+                    Ok(self.layer_dir(id))
+                }
+            })
+            .collect()
+    }
+
+    /// Mounts a read-only, nosuid, nodev view of `lowers` (topmost first:
+    /// [`Snapshotter::lower_dirs`], or `/proc/self/fd` paths of detached
+    /// copies of them) at `target`, an image volume's filesystem. Nothing
+    /// can change the layers through it. overlayfs wants two lowers without
+    /// an upper dir, so one layer is stacked on `empty`, an empty dir the
+    /// caller owns; no layer at all is an empty read-only tmpfs.
+    pub fn mount_view(
+        &self,
+        lowers: &[PathBuf],
+        empty: &Path,
+        target: &Path,
+    ) -> Result<(), SnapshotError> {
+        match lowers {
+            [] => mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0755,size=4k"),
+            )
+            .map_err(|e| SnapshotError::Mount {
+                target: target.to_path_buf(),
+                options: "tmpfs (an image without layers)".into(),
+                source: e.into(),
+            }),
+            [one] => mount_overlay(&[one.clone(), empty.to_path_buf()], None, target),
+            many => mount_overlay(many, None, target),
+        }
     }
 
     /// Removes `root/rw/<key>`; a missing one is fine. Refuses while an
@@ -419,22 +474,26 @@ impl PendingLayer {
 
 /// Mounts overlayfs at `target` over `lowers` (top-most first) and the
 /// snapshot's upper and work dirs.
-fn mount_overlay(
-    lowers: &[PathBuf],
-    snapshot: &RwSnapshot,
-    target: &Path,
-) -> Result<(), SnapshotError> {
-    if lowers.is_empty() || lowers.len() > MAX_LOWERS {
+/// The writable half of an overlay: `None` makes a read-only one.
+type Upper<'a> = Option<(&'a Path, &'a Path)>;
+
+fn mount_overlay(lowers: &[PathBuf], upper: Upper<'_>, target: &Path) -> Result<(), SnapshotError> {
+    // Without an upper dir overlayfs wants two lowers at least.
+    let min = if upper.is_some() { 1 } else { 2 };
+    if lowers.len() < min || lowers.len() > MAX_LOWERS {
         return Err(SnapshotError::TooManyLayers(lowers.len()));
     }
-    let all = lowers.iter().chain([&snapshot.upper, &snapshot.work]);
-    for p in all.clone() {
+    let all = lowers
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(upper.into_iter().flat_map(|(u, w)| [u, w]));
+    for p in all {
         if p.as_os_str()
             .as_bytes()
             .iter()
             .any(|b| matches!(b, b',' | b':' | b'\\' | 0))
         {
-            return Err(SnapshotError::UnsafeMountPath(p.clone()));
+            return Err(SnapshotError::UnsafeMountPath(p.to_path_buf()));
         }
     }
     let lower = lowers
@@ -444,11 +503,25 @@ fn mount_overlay(
         .join(":");
     // index=off: the index ties an upper to one set of lowers and would
     // fail remounts after a layer is re-unpacked; containerd does the same.
-    let options = format!(
-        "lowerdir={lower},upperdir={},workdir={},index=off",
-        snapshot.upper.display(),
-        snapshot.work.display()
-    );
+    let upper_options = match upper {
+        Some((u, w)) => format!(
+            ",upperdir={},workdir={},index=off",
+            u.display(),
+            w.display()
+        ),
+        None => String::new(),
+    };
+    let options = format!("lowerdir={lower}{upper_options}");
+    // A read-only view (an image volume) also runs no setuid binary and
+    // opens no device node of the image's.
+    let (flags, attrs) = if upper.is_some() {
+        (MsFlags::empty(), 0)
+    } else {
+        (
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+        )
+    };
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -465,17 +538,12 @@ fn mount_overlay(
             Some("overlay"),
             target,
             Some("overlay"),
-            MsFlags::empty(),
+            flags,
             Some(options.as_str()),
         )
         .map_err(|e| merr(options.clone())(e.into()));
     }
-    let summary = format!(
-        "{} lowerdir+ entries, upperdir={}, workdir={}, index=off",
-        lowers.len(),
-        snapshot.upper.display(),
-        snapshot.work.display()
-    );
+    let summary = format!("{} lowerdir+ entries{upper_options}", lowers.len());
     let cs = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("checked for NUL above");
     let ctx = sys::FsContext::open(c"overlay").map_err(merr(summary.clone()))?;
     let configure = || -> io::Result<()> {
@@ -483,9 +551,12 @@ fn mount_overlay(
         for l in lowers {
             ctx.set_string(c"lowerdir+", &cs(l))?;
         }
-        ctx.set_string(c"upperdir", &cs(&snapshot.upper))?;
-        ctx.set_string(c"workdir", &cs(&snapshot.work))?;
-        ctx.set_string(c"index", c"off")
+        if let Some((u, w)) = upper {
+            ctx.set_string(c"upperdir", &cs(u))?;
+            ctx.set_string(c"workdir", &cs(w))?;
+            ctx.set_string(c"index", c"off")?;
+        }
+        Ok(())
     };
     configure().map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EINVAL) {
@@ -495,7 +566,7 @@ fn mount_overlay(
         };
         merr(format!("{summary}{hint}"))(e)
     })?;
-    ctx.mount_at(&cs(target)).map_err(merr(summary))
+    ctx.mount_at(&cs(target), attrs).map_err(merr(summary))
 }
 
 /// Mountinfo's octal escapes for space, tab, newline and backslash.

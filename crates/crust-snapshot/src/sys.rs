@@ -82,6 +82,9 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub(crate) const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 
 fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
     if rc < 0 {
@@ -119,9 +122,9 @@ impl FsContext {
         Ok(())
     }
 
-    /// Creates the superblock, makes a detached mount of it and attaches that
-    /// at `target`.
-    pub(crate) fn mount_at(self, target: &CStr) -> io::Result<()> {
+    /// Creates the superblock, makes a detached mount of it with the
+    /// `MOUNT_ATTR_*` bits in `attrs` and attaches that at `target`.
+    pub(crate) fn mount_at(self, target: &CStr, attrs: libc::c_uint) -> io::Result<()> {
         // SAFETY: the context fd is live; null key/value with CMD_CREATE is the documented form.
         check(unsafe {
             libc::syscall(
@@ -135,7 +138,12 @@ impl FsContext {
         })?;
         // SAFETY: the context fd is live; flags and attributes are plain integers.
         let mfd = check(unsafe {
-            libc::syscall(libc::SYS_fsmount, self.0.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.0.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs,
+            )
         })?;
         let mfd = own(mfd as RawFd);
         let empty = c"";

@@ -387,3 +387,58 @@ fn usage_counts_each_inode_once() {
     assert!(after.bytes >= before.bytes + (1 << 20));
     assert!(after.inodes >= before.inodes + 3, "layer dir, fs, f");
 }
+
+/// An image volume's view: read-only whatever the number of layers, the
+/// layers merged as in a rootfs, and nothing written to a layer.
+#[test]
+fn read_only_views_of_zero_one_and_two_layers() {
+    require_root!();
+    let t = tempfile::tempdir().unwrap();
+    let s = Snapshotter::new(&t.path().join("snapshots")).unwrap();
+    let (lower, upper) = (chain_id(11), chain_id(12));
+    add_layer(
+        &s,
+        &lower,
+        &tar(&[("a", 'f', "lower a"), ("b", 'f', "b"), ("dir", 'd', "")]),
+    );
+    add_layer(
+        &s,
+        &upper,
+        &tar(&[("a", 'f', "upper a"), (".wh.b", 'f', "")]),
+    );
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let cases: [(&[String], Vec<&str>); 3] = [
+        (&[], vec![]),
+        (std::slice::from_ref(&lower), vec!["a", "b", "dir"]),
+        (&[lower.clone(), upper.clone()], vec!["a", "dir"]),
+    ];
+    for (i, (chain, want)) in cases.into_iter().enumerate() {
+        let target = t.path().join(format!("view{i}"));
+        fs::create_dir(&target).unwrap();
+        let lowers = s.lower_dirs(chain).unwrap();
+        s.mount_view(&lowers, &empty, &target).unwrap();
+        let m = Mounted(target.clone());
+        assert_eq!(names(&target), want, "view of {} layers", chain.len());
+        if chain.len() == 2 {
+            assert_eq!(fs::read(target.join("a")).unwrap(), b"upper a");
+        }
+        let err = fs::write(target.join("new"), b"x").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EROFS),
+            "view {i} is read-only"
+        );
+        if !chain.is_empty() {
+            let err = fs::remove_file(target.join("a")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        }
+        m.unmount();
+    }
+    assert_eq!(fs::read(s.layer_dir(&lower).join("a")).unwrap(), b"lower a");
+    assert!(names(&empty).is_empty(), "the empty bottom stays empty");
+    assert!(matches!(
+        s.lower_dirs(&[chain_id(99)]),
+        Err(SnapshotError::LayerNotFound(_))
+    ));
+}

@@ -47,7 +47,7 @@ use oci_spec::runtime::{
 
 pub use error::SpecError;
 pub use lsm::{APPARMOR_DEFAULT_PROFILE, SecurityModules, apparmor_profile_loaded};
-pub use mounts::{image_volumes, recursive_read_only_supported};
+pub use mounts::{clean_path, image_volumes, recursive_read_only_supported};
 pub use oci_spec::runtime::{LinuxDevice, Spec};
 pub use pod_limits::{PodLimits, cpu_millis, memory_limit, pod_limits};
 pub use resources::{check_cgroup_parent, check_container_resources, device_from_host};
@@ -110,6 +110,10 @@ pub struct ContainerFacts {
     /// mappings, by the mount's container path (see [`idmapped_mounts`]):
     /// the runtime makes them, the spec bind-mounts them instead.
     pub idmapped_sources: std::collections::HashMap<String, PathBuf>,
+    /// The read-only views of image volumes (CRI `Mount.image`, with its
+    /// `image_sub_path` resolved inside the image), by the mount's
+    /// container path: the runtime mounts them, the spec bind-mounts them.
+    pub image_mount_sources: std::collections::HashMap<String, PathBuf>,
     /// Where CDI spec files are looked for, lowest priority first.
     pub cdi_spec_dirs: Vec<PathBuf>,
 }

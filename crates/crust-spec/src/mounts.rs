@@ -14,7 +14,7 @@ use crate::{ContainerFacts, SandboxFacts, SpecError};
 
 /// Lexically cleans an absolute container path: no `.`/`..`/empty parts.
 /// `..` cannot climb above `/`, as the kernel resolves it.
-pub(crate) fn clean_path(p: &str) -> String {
+pub fn clean_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in p.split('/') {
         match part {
@@ -232,6 +232,25 @@ fn cri_binds(
                 "cannot mount over the container's root",
             ));
         }
+        if let Some(img) = &m.image {
+            // Always read-only, whatever the request says: nothing may
+            // write to an image's layers.
+            let src = container.image_mount_sources.get(&dst).ok_or_else(|| {
+                SpecError::unsupported(
+                    format!("{field} image"),
+                    &img.image,
+                    "the runtime did not mount this image volume",
+                )
+            })?;
+            out.push(Bind {
+                dst,
+                src: src.clone(),
+                readonly: true,
+                recursive_ro: m.recursive_read_only,
+                propagation: MountPropagation::PropagationPrivate,
+            });
+            continue;
+        }
         if !m.host_path.starts_with('/') {
             return Err(SpecError::invalid(
                 format!("{field} host_path"),
@@ -257,13 +276,6 @@ fn cri_binds(
         } else {
             PathBuf::from(&m.host_path)
         };
-        if let Some(img) = &m.image {
-            return Err(SpecError::unsupported(
-                format!("{field} image"),
-                &img.image,
-                "image volumes are not implemented yet",
-            ));
-        }
         let propagation = MountPropagation::try_from(m.propagation).map_err(|_| {
             SpecError::invalid(
                 format!("{field} propagation"),
@@ -461,6 +473,7 @@ pub(crate) mod tests {
             volumes_dir: "/var/lib/crust/containers/c/volumes".into(),
             oom_score_adj_min: -1000,
             idmapped_sources: Default::default(),
+            image_mount_sources: Default::default(),
             cdi_spec_dirs: Vec::new(),
         }
     }

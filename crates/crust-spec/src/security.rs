@@ -983,6 +983,7 @@ mod tests {
             volumes_dir: "/v".into(),
             oom_score_adj_min: 0,
             idmapped_sources: Default::default(),
+            image_mount_sources: Default::default(),
             cdi_spec_dirs: Vec::new(),
         };
         assert!(check_container_id(&c).is_ok());

@@ -103,6 +103,7 @@ fn container() -> ContainerFacts {
         volumes_dir: "/var/lib/crust/containers/c/volumes".into(),
         oom_score_adj_min: -500,
         idmapped_sources: Default::default(),
+        image_mount_sources: Default::default(),
         cdi_spec_dirs: Vec::new(),
     }
 }
@@ -797,4 +798,60 @@ fn idmapped_cri_mounts_use_the_runtimes_idmapped_copy() {
     let e = idmapped_mounts(&c, &pod()).unwrap_err().to_string();
     assert!(e.contains("hostUsers"), "{e}");
     assert!(idmapped_mounts(&config(), &pod()).unwrap().is_empty());
+}
+
+#[test]
+fn image_volumes_bind_the_runtimes_view_read_only_or_are_refused() {
+    let mut c = config();
+    c.mounts = vec![crust_cri_api::v1::Mount {
+        container_path: "/models/./llm/".into(),
+        // kubelet always sends readonly: true; a request without it still
+        // gets a read-only mount.
+        readonly: false,
+        image: Some(crust_cri_api::v1::ImageSpec {
+            image: "sha256:abc".into(),
+            ..Default::default()
+        }),
+        image_sub_path: "weights".into(),
+        ..Default::default()
+    }];
+    let img = image();
+    let facts = ImageFacts {
+        config: &img,
+        passwd: Some(PASSWD),
+        group: Some(GROUP),
+    };
+    let e = container_spec(&c, &pod(), &facts, &sandbox(), &container())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/models/./llm/") && e.contains("did not mount"),
+        "{e}"
+    );
+    let with_view = ContainerFacts {
+        image_mount_sources: [(
+            "/models/llm".to_string(),
+            std::path::PathBuf::from("/run/crust/image-mounts/c/0/sub"),
+        )]
+        .into(),
+        ..container()
+    };
+    let spec = container_spec(&c, &pod(), &facts, &sandbox(), &with_view).unwrap();
+    let m = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/models/llm"))
+        .expect("the image volume is mounted");
+    assert_eq!(
+        m.source().as_deref(),
+        Some(Path::new("/run/crust/image-mounts/c/0/sub"))
+    );
+    let options = m.options().clone().unwrap_or_default();
+    assert!(options.iter().any(|o| o == "ro"), "{options:?}");
+    assert!(
+        options.iter().any(|o| o == "rbind" || o == "bind"),
+        "{options:?}"
+    );
 }

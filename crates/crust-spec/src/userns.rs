@@ -306,6 +306,9 @@ pub fn idmapped_mounts(
         .mounts
         .iter()
         .filter(|m| !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
+        // An image volume's view is built idmapped to the pod already
+        // (ContainerFacts::image_mount_sources).
+        .filter(|m| m.image.is_none())
         .collect();
     if asking.is_empty() {
         return Ok(vec![]);

@@ -25,8 +25,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    ContainerRecord, ContainerState, ImageConfig, ImageRecord, LayerRecord, SandboxRecord,
-    SandboxState,
+    ContainerRecord, ContainerState, ImageConfig, ImageMountRecord, ImageRecord, LayerRecord,
+    SandboxRecord, SandboxState,
 };
 
 /// The schema this build reads and writes.

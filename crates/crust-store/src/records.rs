@@ -158,8 +158,23 @@ pub struct ContainerRecord {
     /// Chain ids of the image's layers, bottom first: the container's
     /// rootfs needs them even if the image is removed.
     pub image_chain: Vec<String>,
+    /// The images mounted as volumes (CRI `Mount.image`): while the
+    /// container exists they cannot be removed, and their layers stay.
+    pub image_mounts: Vec<ImageMountRecord>,
     /// The CRI ContainerConfig as JSON, kept for status and recovery.
     pub config: serde_json::Value,
+}
+
+/// One image volume of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageMountRecord {
+    /// Where the container sees it.
+    pub container_path: String,
+    /// The image's id (its config digest).
+    pub image_id: String,
+    /// Chain ids of its layers, bottom first.
+    pub chain: Vec<String>,
 }
 
 /// The index plumbing every record kind has: which field of the index and
