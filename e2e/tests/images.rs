@@ -751,3 +751,126 @@ async fn identity_tokens_are_traded_for_access_tokens() {
         "one refused, one granted"
     );
 }
+
+/// kubelet's split image filesystem (KEP-4191): with `image_fs` set,
+/// content and layers live there and ImageFsInfo reports it apart from
+/// the container filesystem (crust's root), which grows with what
+/// containers write, not with pulls.
+#[tokio::test]
+async fn image_fs_apart_from_root_is_reported_as_a_split_filesystem() {
+    let image_fs = tempfile::Builder::new()
+        .prefix("crust-e2e-imagefs-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let crustd = Crustd::start_with(crust_e2e::CrustdOptions {
+        extra_config: format!("image_fs: {}\n", image_fs.path().display()),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    let info = |c: &mut crust_e2e::CriClient| {
+        let mut image = c.image.clone();
+        async move {
+            image
+                .image_fs_info(cri::ImageFsInfoRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let used = |f: &cri::FilesystemUsage| f.used_bytes.unwrap().value;
+    let before = info(&mut c).await;
+    c.pull(&image_ref("crust-test/busybox:latest"))
+        .await
+        .unwrap();
+    let after = info(&mut c).await;
+    assert_eq!(after.image_filesystems.len(), 1, "{after:?}");
+    assert_eq!(after.container_filesystems.len(), 1, "{after:?}");
+    let (images, containers) = (&after.image_filesystems[0], &after.container_filesystems[0]);
+    assert_eq!(
+        images.fs_id.as_ref().unwrap().mountpoint,
+        image_fs.path().display().to_string()
+    );
+    assert_eq!(
+        containers.fs_id.as_ref().unwrap().mountpoint,
+        crustd.root().display().to_string()
+    );
+    assert!(
+        used(images) - used(&before.image_filesystems[0]) > 2_500_000,
+        "the pull is on the image filesystem: {after:?}"
+    );
+    assert_eq!(
+        used(containers),
+        used(&before.container_filesystems[0]),
+        "a pull writes nothing on the container filesystem"
+    );
+    // Blobs and layers are on image_fs, none under root.
+    assert!(
+        image_fs
+            .path()
+            .join("snapshots/layers")
+            .read_dir()
+            .unwrap()
+            .count()
+            == 1
+    );
+    assert!(files_under(&image_fs.path().join("content")).len() >= 2);
+    assert!(!crustd.root().join("content").exists());
+    assert_eq!(
+        crustd
+            .root()
+            .join("snapshots/layers")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+
+    // A container's writes land on the container filesystem, and it runs
+    // from layers on the other one.
+    let cfg = crust_e2e::pod_config(&crustd, "splitfs");
+    let pod = c.run_pod(&cfg).await;
+    let id = c
+        .run_container(
+            &pod,
+            &cfg,
+            crust_e2e::container_config(
+                "writer",
+                &image_ref("crust-test/busybox:latest"),
+                &["sh", "-c", "head -c 3000000 /dev/zero > /big; sleep 3600"],
+            ),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let grown = loop {
+        let now = info(&mut c).await;
+        let grown = used(&now.container_filesystems[0]) - used(containers);
+        if grown >= 3_000_000 || std::time::Instant::now() > deadline {
+            break (grown, now);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(grown.0 >= 3_000_000, "{:?}", grown.1);
+    assert_eq!(
+        used(&grown.1.image_filesystems[0]),
+        used(images),
+        "a container's writes are not on the image filesystem"
+    );
+    let stats = c
+        .runtime
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let layer = stats.writable_layer.unwrap();
+    assert_eq!(
+        layer.fs_id.unwrap().mountpoint,
+        crustd.root().join("snapshots").display().to_string()
+    );
+    c.remove_pod(&pod).await;
+    crust_e2e::unmount_everything_under(image_fs.path());
+}

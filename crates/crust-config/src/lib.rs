@@ -35,6 +35,10 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub root: PathBuf,
+    /// A separate dir (normally its own disk) for image content and
+    /// unpacked layers: kubelet's split image filesystem (KEP-4191).
+    /// Unset: they live under `root` with everything else.
+    pub image_fs: Option<PathBuf>,
     pub state: PathBuf,
     pub socket: PathBuf,
     pub cgroup_driver: CgroupDriverSetting,
@@ -140,6 +144,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             root: "/var/lib/crust".into(),
+            image_fs: None,
             state: "/run/crust".into(),
             socket: "/run/crust/crust.sock".into(),
             cgroup_driver: CgroupDriverSetting::Auto,
@@ -270,6 +275,11 @@ impl Config {
         }
     }
 
+    /// Where image content and layers live: `image_fs`, else `root`.
+    pub fn image_root(&self) -> &Path {
+        self.image_fs.as_deref().unwrap_or(&self.root)
+    }
+
     /// Checks what the types alone cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         for (key, path) in [
@@ -280,6 +290,18 @@ impl Config {
         ] {
             if !path.is_absolute() {
                 return Err(format!("{key} must be an absolute path, got {path:?}"));
+            }
+        }
+        if let Some(dir) = &self.image_fs {
+            if !dir.is_absolute() {
+                return Err(format!("image_fs must be an absolute path, got {dir:?}"));
+            }
+            // One inside the other would count every byte twice.
+            if dir.starts_with(&self.root) || self.root.starts_with(dir) {
+                return Err(format!(
+                    "image_fs {dir:?} must be outside root {:?} (and root outside it)",
+                    self.root
+                ));
             }
         }
         if self.cni.bin_dirs.is_empty() {
@@ -500,6 +522,27 @@ mod tests {
             err.contains("cgroupv3") && err.contains("cgroupfs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn image_fs_must_be_absolute_and_apart_from_root() {
+        let c = Config::from_yaml("root: /var/lib/crust\nimage_fs: /srv/images\n", "t").unwrap();
+        assert_eq!(c.image_root(), Path::new("/srv/images"));
+        assert_eq!(Config::default().image_root(), Path::new("/var/lib/crust"));
+        for (yaml, want) in [
+            ("image_fs: srv/images\n", "absolute"),
+            ("image_fs: /var/lib/crust/images\n", "outside root"),
+            (
+                "root: /srv/images/crust\nimage_fs: /srv/images\n",
+                "outside root",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml, "t").unwrap_err().to_string();
+            assert!(
+                err.contains("image_fs") && err.contains(want),
+                "{yaml}: {err}"
+            );
+        }
     }
 
     #[test]

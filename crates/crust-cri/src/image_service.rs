@@ -205,22 +205,46 @@ impl ImageService for Cri {
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Rpc<cri::ImageFsInfoResponse> {
-        // The walk runs on the blocking pool (Images::usage).
+        // The walks run on the blocking pool.
         let usage = self.runtime.images.usage().await.map_err(image_status)?;
-        let filesystem = cri::FilesystemUsage {
-            timestamp: now_nanos(),
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: self.runtime.config.root.display().to_string(),
-            }),
-            used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
-            inodes_used: Some(cri::UInt64Value {
-                value: usage.inodes,
-            }),
+        let volumes = self.runtime.pods.volume_usage().await;
+        let containers = crust_snapshot::Usage {
+            bytes: usage.writable_layers.bytes + volumes.bytes,
+            inodes: usage.writable_layers.inodes + volumes.inodes,
         };
-        Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![filesystem],
-            container_filesystems: vec![],
-        }))
+        let timestamp = now_nanos();
+        let filesystem = |dir: &std::path::Path, bytes: u64, inodes: u64| cri::FilesystemUsage {
+            timestamp,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: dir.display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        };
+        let root = &self.runtime.config.root;
+        // Split (KEP-4191): images on image_fs, what containers write under
+        // root; kubelet then garbage-collects and evicts for each on its
+        // own. Otherwise one filesystem holds both and kubelet wants no
+        // container_filesystems.
+        let response = match &self.runtime.config.image_fs {
+            Some(image_fs) => cri::ImageFsInfoResponse {
+                image_filesystems: vec![filesystem(
+                    image_fs,
+                    usage.images.bytes,
+                    usage.images.inodes,
+                )],
+                container_filesystems: vec![filesystem(root, containers.bytes, containers.inodes)],
+            },
+            None => cri::ImageFsInfoResponse {
+                image_filesystems: vec![filesystem(
+                    root,
+                    usage.images.bytes + containers.bytes,
+                    usage.images.inodes + containers.inodes,
+                )],
+                container_filesystems: vec![],
+            },
+        };
+        Ok(Response::new(response))
     }
 }
 

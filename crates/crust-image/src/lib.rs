@@ -109,6 +109,14 @@ impl ImageError {
     }
 }
 
+/// Disk used under the image root: images, and containers' writable layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Content store and unpacked layers.
+    pub images: Usage,
+    pub writable_layers: crust_snapshot::Usage,
+}
+
 /// Disk used by images: content store and unpacked layers together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -128,7 +136,7 @@ pub struct Images {
 }
 
 impl Images {
-    /// Opens content (root/content) and snapshots (root/snapshots).
+    /// Opens content (`root/content`; `root` is `Config::image_root`).
     pub fn open(
         root: &Path,
         store: Arc<Store>,
@@ -288,21 +296,29 @@ impl Images {
         .map_err(|e| ImageError::Internal(format!("reading config: {e}")))?
     }
 
-    /// Bytes and inodes of content and layers together. The walk runs on
-    /// the blocking pool.
-    pub async fn usage(&self) -> Result<Usage, ImageError> {
+    /// Bytes and inodes of content and layers (the image filesystem), and
+    /// of containers' read-write layers. The walks run on the blocking pool.
+    pub async fn usage(&self) -> Result<FsUsage, ImageError> {
         let content_dir = self.root.join("content");
         let snapshots = self.snapshots.clone();
         tokio::task::spawn_blocking(move || {
             let content = crust_snapshot::dir_usage(&content_dir)?;
-            let layers = snapshots.usage()?;
-            Ok(Usage {
-                bytes: content.bytes + layers.bytes,
-                inodes: content.inodes + layers.inodes,
+            let layers = snapshots.layer_usage()?;
+            Ok(FsUsage {
+                images: Usage {
+                    bytes: content.bytes + layers.bytes,
+                    inodes: content.inodes + layers.inodes,
+                },
+                writable_layers: snapshots.rw_usage()?,
             })
         })
         .await
         .map_err(|e| ImageError::Internal(format!("disk usage task: {e}")))?
+    }
+
+    /// Where content and layers live (`image_fs`, or crust's root).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn snapshots(&self) -> &Arc<Snapshotter> {

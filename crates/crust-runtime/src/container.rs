@@ -429,6 +429,16 @@ impl Pods {
         self.config.root.join("containers").join(id).join("volumes")
     }
 
+    /// Bytes and inodes of every container's image VOLUME dirs (on the
+    /// container filesystem, beside the writable layers); walked on the
+    /// blocking pool.
+    pub async fn volume_usage(&self) -> crust_snapshot::Usage {
+        let dir = self.config.root.join("containers");
+        tokio::task::spawn_blocking(move || crust_snapshot::dir_usage(&dir).unwrap_or_default())
+            .await
+            .unwrap_or_default()
+    }
+
     /// Unmounts and deletes a container's rootfs and bundle (idempotent).
     pub(crate) fn remove_bundle(&self, record: &ContainerRecord) {
         let bundle = Path::new(&record.bundle);
@@ -970,13 +980,7 @@ impl Pods {
                 .or_else(|| first_sample(&record))
         };
         let nano_cores = previous.and_then(|p| sample.nano_cores_since(p));
-        let upper = self
-            .images
-            .snapshots()
-            .root()
-            .join("rw")
-            .join(&record.id)
-            .join("upper");
+        let upper = self.images.snapshots().upper_dir(&record.id);
         let mut layer = crust_snapshot::dir_usage(&upper).unwrap_or_default();
         // Image VOLUME dirs are the container's writes too.
         let volumes = self.volumes_dir(&record.id);
@@ -1012,7 +1016,12 @@ impl Pods {
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
                 fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: self.images.snapshots().root().display().to_string(),
+                    mountpoint: self
+                        .images
+                        .snapshots()
+                        .container_root()
+                        .display()
+                        .to_string(),
                 }),
                 used_bytes: value(layer.bytes),
                 inodes_used: value(layer.inodes),

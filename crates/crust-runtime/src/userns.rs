@@ -422,7 +422,7 @@ impl Pods {
         static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
         PROBED
             .get_or_init(|| {
-                let dir: PathBuf = self.images.snapshots().root().to_path_buf();
+                let dir: PathBuf = self.images.snapshots().container_root().to_path_buf();
                 let r = probe(&dir);
                 match &r {
                     Ok(()) => tracing::info!("pods can have their own user namespace"),

@@ -1,12 +1,13 @@
 //! crust's overlayfs snapshotter.
 //!
-//! Layout under the root (0700):
+//! Layout under the root (0700), or under the image root (`layers/`) and
+//! the container root (`rw/`) when [`Snapshotter::split`] parts them:
 //!
 //! ```text
 //! layers/<hex>/fs     an unpacked layer, <hex> from its chain id "sha256:<hex>"
 //! rw/<key>/upper      a container's read-write layer (key: container id)
 //! rw/<key>/work       overlayfs' work dir for it
-//! tmp-*               in-progress unpacks, snapshots and removals
+//! tmp-*               in-progress unpacks, snapshots and removals (per root)
 //! ```
 //!
 //! Every change becomes visible through one rename, so a crash leaves either

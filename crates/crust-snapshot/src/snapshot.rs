@@ -111,11 +111,15 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Unpacked layers and containers' read-write layers under one root.
-/// Holds no state beyond the root: clones and concurrent use are fine.
+/// Unpacked layers under the image root and containers' read-write layers
+/// under the container root: one dir, or two (kubelet's split image
+/// filesystem, KEP-4191: layers on one disk, what containers write on
+/// another). Holds no state beyond the roots: clones and concurrent use are
+/// fine.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
-    root: PathBuf,
+    image_root: PathBuf,
+    container_root: PathBuf,
 }
 
 /// A temp dir to unpack one layer into; see [`PendingLayer::commit`].
@@ -141,48 +145,62 @@ impl Snapshotter {
     /// Opens (creating, 0700) the snapshot root and removes what a crash left
     /// half-done (`tmp-*`). Only one process may use a root at a time.
     pub fn new(root: &Path) -> Result<Snapshotter, SnapshotError> {
-        if !root.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(root)
-                .map_err(io_err("creating the snapshot root", root))?;
-        }
+        Snapshotter::split(root, root)
+    }
+
+    /// [`Snapshotter::new`] with layers under `image_root` and read-write
+    /// layers under `container_root` (each with its own `tmp-*`, so every
+    /// rename stays on one filesystem).
+    pub fn split(image_root: &Path, container_root: &Path) -> Result<Snapshotter, SnapshotError> {
         let s = Snapshotter {
-            root: root.to_path_buf(),
+            image_root: image_root.to_path_buf(),
+            container_root: container_root.to_path_buf(),
         };
-        mkdir_0700(&s.root.join(LAYERS))?;
-        mkdir_0700(&s.root.join(RW))?;
-        for ent in fs::read_dir(root).map_err(io_err("listing", root))? {
-            let ent = ent.map_err(io_err("listing", root))?;
-            if !ent
-                .file_name()
-                .as_bytes()
-                .starts_with(TMP_PREFIX.as_bytes())
-            {
-                continue;
+        for root in s.roots() {
+            if !root.is_dir() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(io_err("creating the snapshot root", root))?;
             }
-            let p = ent.path();
-            let ft = ent.file_type().map_err(io_err("stat", &p))?;
-            let r = if ft.is_dir() {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            };
-            r.map_err(io_err("removing leftover", &p))?;
+            remove_leftovers(root)?;
         }
+        mkdir_0700(&s.image_root.join(LAYERS))?;
+        mkdir_0700(&s.container_root.join(RW))?;
         Ok(s)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The distinct roots: one, or two when split.
+    fn roots(&self) -> Vec<&Path> {
+        let mut roots = vec![self.image_root.as_path()];
+        if self.container_root != self.image_root {
+            roots.push(&self.container_root);
+        }
+        roots
+    }
+
+    /// Where layers live (the image filesystem).
+    pub fn image_root(&self) -> &Path {
+        &self.image_root
+    }
+
+    /// Where containers' read-write layers live (the container filesystem).
+    pub fn container_root(&self) -> &Path {
+        &self.container_root
+    }
+
+    /// The upper dir of the read-write snapshot `key`: what the container
+    /// wrote.
+    pub fn upper_dir(&self, key: &str) -> PathBuf {
+        self.container_root.join(RW).join(key).join("upper")
     }
 
     /// `root/layers/<hex>/fs`. For a string that is not a valid chain id
     /// this is a path that is never created (never one outside the root).
     pub fn layer_dir(&self, chain_id: &str) -> PathBuf {
         let name = chain_hex(chain_id).unwrap_or(INVALID);
-        self.root.join(LAYERS).join(name).join("fs")
+        self.image_root.join(LAYERS).join(name).join("fs")
     }
 
     pub fn has_layer(&self, chain_id: &str) -> bool {
@@ -193,8 +211,8 @@ impl Snapshotter {
     pub fn begin_layer(&self) -> Result<PendingLayer, SnapshotError> {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{TMP_PREFIX}layer-"))
-            .tempdir_in(&self.root)
-            .map_err(io_err("creating a temp dir in", &self.root))?;
+            .tempdir_in(&self.image_root)
+            .map_err(io_err("creating a temp dir in", &self.image_root))?;
         let fs = tmp.path().join("fs");
         DirBuilder::new()
             .mode(0o755)
@@ -206,7 +224,7 @@ impl Snapshotter {
         Ok(PendingLayer {
             tmp,
             fs,
-            layers: self.root.join(LAYERS),
+            layers: self.image_root.join(LAYERS),
         })
     }
 
@@ -215,7 +233,7 @@ impl Snapshotter {
     pub fn remove_layer(&self, chain_id: &str) -> Result<(), SnapshotError> {
         let hex = chain_hex(chain_id)
             .ok_or_else(|| SnapshotError::InvalidChainId(chain_id.to_string()))?;
-        let dir = self.root.join(LAYERS).join(hex);
+        let dir = self.image_root.join(LAYERS).join(hex);
         if fs::symlink_metadata(&dir).is_err() {
             return Ok(());
         }
@@ -230,7 +248,7 @@ impl Snapshotter {
 
     /// Every committed chain id, sorted.
     pub fn layers(&self) -> Result<Vec<String>, SnapshotError> {
-        let dir = self.root.join(LAYERS);
+        let dir = self.image_root.join(LAYERS);
         let mut out = Vec::new();
         for ent in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
             let ent = ent.map_err(io_err("listing", &dir))?;
@@ -262,14 +280,14 @@ impl Snapshotter {
                 return Err(SnapshotError::LayerNotFound(id.clone()));
             }
         }
-        let dst = self.root.join(RW).join(key);
+        let dst = self.container_root.join(RW).join(key);
         if fs::symlink_metadata(&dst).is_ok() {
             return Err(SnapshotError::RwExists(key.to_string()));
         }
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{TMP_PREFIX}rw-"))
-            .tempdir_in(&self.root)
-            .map_err(io_err("creating a temp dir in", &self.root))?;
+            .tempdir_in(&self.container_root)
+            .map_err(io_err("creating a temp dir in", &self.container_root))?;
         let upper = tmp.path().join("upper");
         let work = tmp.path().join("work");
         for d in [&upper, &work] {
@@ -308,7 +326,7 @@ impl Snapshotter {
             }
             Err(e) => return Err(io_err("renaming into place", &dst)(e.into())),
         }
-        fsync_dir(&self.root.join(RW))?;
+        fsync_dir(&self.container_root.join(RW))?;
         let lowers = if chain.is_empty() {
             vec![dst.join("lower")]
         } else {
@@ -413,7 +431,7 @@ impl Snapshotter {
         if !valid_key(key) {
             return Err(SnapshotError::InvalidKey(key.to_string()));
         }
-        let dir = self.root.join(RW).join(key);
+        let dir = self.container_root.join(RW).join(key);
         if fs::symlink_metadata(&dir).is_err() {
             return Ok(());
         }
@@ -426,18 +444,63 @@ impl Snapshotter {
         self.discard(&dir)
     }
 
-    /// Bytes and inodes under the root.
+    /// Bytes and inodes under the root(s).
     pub fn usage(&self) -> Result<Usage, SnapshotError> {
-        dir_usage(&self.root)
+        let mut total = Usage::default();
+        for root in self.roots() {
+            let u = dir_usage(root)?;
+            total.bytes += u.bytes;
+            total.inodes += u.inodes;
+        }
+        Ok(total)
     }
 
-    /// Renames `dir` to a temp name (one atomic step: it is gone for readers
-    /// and a crash mid-delete leaves only `tmp-*`), then deletes it.
+    /// Bytes and inodes of the unpacked layers.
+    pub fn layer_usage(&self) -> Result<Usage, SnapshotError> {
+        dir_usage(&self.image_root.join(LAYERS))
+    }
+
+    /// Bytes and inodes of every container's read-write layer.
+    pub fn rw_usage(&self) -> Result<Usage, SnapshotError> {
+        dir_usage(&self.container_root.join(RW))
+    }
+
+    /// Renames `dir` to a temp name in its own root (one atomic step: it is
+    /// gone for readers and a crash mid-delete leaves only `tmp-*`), then
+    /// deletes it.
     fn discard(&self, dir: &Path) -> Result<(), SnapshotError> {
-        let tmp = self.root.join(unique("del"));
+        let root = if dir.starts_with(self.image_root.join(LAYERS)) {
+            &self.image_root
+        } else {
+            &self.container_root
+        };
+        let tmp = root.join(unique("del"));
         fs::rename(dir, &tmp).map_err(io_err("moving aside for removal", dir))?;
         fs::remove_dir_all(&tmp).map_err(io_err("removing", &tmp))
     }
+}
+
+/// Removes what a crash left half-done in `root` (`tmp-*`).
+fn remove_leftovers(root: &Path) -> Result<(), SnapshotError> {
+    for ent in fs::read_dir(root).map_err(io_err("listing", root))? {
+        let ent = ent.map_err(io_err("listing", root))?;
+        if !ent
+            .file_name()
+            .as_bytes()
+            .starts_with(TMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let p = ent.path();
+        let ft = ent.file_type().map_err(io_err("stat", &p))?;
+        let r = if ft.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        r.map_err(io_err("removing leftover", &p))?;
+    }
+    Ok(())
 }
 
 impl PendingLayer {

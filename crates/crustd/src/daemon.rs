@@ -97,9 +97,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // each other's pods for debris (the store's lock guards the root only).
     let _state_lock = lock_state_dir(&config.state)?;
     let store = Arc::new(Store::open(&config.root)?);
-    let snapshots = Arc::new(Snapshotter::new(&config.root.join("snapshots"))?);
+    if let Some(image_fs) = &config.image_fs {
+        prepare_private_dir(image_fs, "image_fs")?;
+    }
+    let snapshots = Arc::new(Snapshotter::split(
+        &config.image_root().join("snapshots"),
+        &config.root.join("snapshots"),
+    )?);
     let images = Arc::new(Images::open(
-        &config.root,
+        config.image_root(),
         store.clone(),
         snapshots,
         &config.registries,
