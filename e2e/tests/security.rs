@@ -1408,6 +1408,72 @@ async fn recursive_read_only_mounts_cover_submounts() {
     create_fails(&mut c, &pod, &pod_cfg, bad, &["recursive_read_only"]).await;
 }
 
+#[tokio::test]
+async fn mount_options_tighten_a_bind_and_loosening_ones_are_refused() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let s = c
+        .runtime
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.features.unwrap().mount_options, "Status features");
+    let dir = host_dir(&crustd, "mountopts");
+    let script = dir.join("run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pod_cfg = k8s_pod(&crustd, "mountopts");
+    let pod = c.run_pod(&pod_cfg).await;
+    let mut config = sleeper("opts", Default::default());
+    config.mounts = vec![
+        bind("/plain", &dir, false),
+        cri::Mount {
+            mount_options: ["noexec", "nosuid", "nodev", "noatime"]
+                .map(String::from)
+                .into(),
+            ..bind("/tight", &dir, false)
+        },
+    ];
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    let options =
+        |path: &str| format!("awk '$5 == \"{path}\" {{ print $6 }}' /proc/self/mountinfo");
+    let tight = sh(&mut c, &id, &options("/tight")).await.stdout;
+    let tight: Vec<&str> = tight.split(',').collect();
+    for want in ["rw", "noexec", "nosuid", "nodev", "noatime"] {
+        assert!(tight.contains(&want), "/tight: {tight:?}");
+    }
+    let plain = sh(&mut c, &id, &options("/plain")).await.stdout;
+    assert!(!plain.split(',').any(|o| o == "noexec"), "/plain: {plain}");
+    assert_eq!(sh(&mut c, &id, "/plain/run.sh").await.stdout, "ran");
+    let run = sh(&mut c, &id, "/tight/run.sh").await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("Permission denied"), "{run:?}");
+    // Still writable: the options only take away what they name.
+    assert_eq!(
+        sh(&mut c, &id, "echo x > /tight/w && echo ok").await.stdout,
+        "ok"
+    );
+    // "ro" makes the bind read-only.
+    let mut ro = sleeper("ro", Default::default());
+    ro.mounts = vec![cri::Mount {
+        mount_options: vec!["ro".into()],
+        ..bind("/data", &dir, false)
+    }];
+    let ro = c.run_container(&pod, &pod_cfg, ro).await;
+    let w = sh(&mut c, &ro, "echo x > /data/w2").await;
+    assert!(w.stderr.contains("Read-only file system"), "{w:?}");
+    // An option that would loosen what crust sets is InvalidArgument.
+    for loosen in ["suid", "dev", "exec", "rw"] {
+        let mut bad = sleeper("bad", Default::default());
+        bad.mounts = vec![cri::Mount {
+            mount_options: vec![loosen.into()],
+            ..bind("/data", &dir, true)
+        }];
+        create_fails(&mut c, &pod, &pod_cfg, bad, &["mount_options", loosen]).await;
+    }
+}
+
 // ---------------------------------------------------------------------
 // User namespaces (hostUsers: false)
 

@@ -779,8 +779,8 @@ impl Cri {
             // Merge and Strict are both applied when the spec is built.
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
-                // Mount.mount_options are not applied yet.
-                mount_options: false,
+                // Mount.mount_options: the allow-list in crust-spec's mounts.
+                mount_options: true,
                 user_namespaces_host_network: false,
             }),
         }

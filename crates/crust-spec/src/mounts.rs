@@ -134,6 +134,53 @@ struct Bind {
     readonly: bool,
     recursive_ro: bool,
     propagation: MountPropagation,
+    /// CRI `Mount.mount_options` that passed [`extra_bind_options`].
+    extra: Vec<String>,
+}
+
+/// The options a CRI mount may add (`Mount.mount_options`, CRI 1.37): each
+/// only takes something away from the bind mount or sets its atime policy.
+/// Anything else (suid, exec, dev, rw, propagation, filesystem options) is
+/// refused: it would loosen what crust sets, or mean nothing on a bind.
+const EXTRA_BIND_OPTIONS: &[&str] = &[
+    "ro",
+    "noexec",
+    "nosuid",
+    "nodev",
+    "noatime",
+    "nodiratime",
+    "relatime",
+    "strictatime",
+];
+const MAX_EXTRA_BIND_OPTIONS: usize = 16;
+
+/// `Mount.mount_options` checked against [`EXTRA_BIND_OPTIONS`], without
+/// duplicates; "ro" is not repeated (it sets the mount read-only).
+fn extra_bind_options(field: &str, given: &[String]) -> Result<(Vec<String>, bool), SpecError> {
+    if given.len() > MAX_EXTRA_BIND_OPTIONS {
+        return Err(SpecError::invalid(
+            format!("{field} mount_options"),
+            format!("{} entries", given.len()),
+            format!("at most {MAX_EXTRA_BIND_OPTIONS}"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut readonly = false;
+    for o in given {
+        if !EXTRA_BIND_OPTIONS.contains(&o.as_str()) {
+            return Err(SpecError::invalid(
+                format!("{field} mount_options"),
+                o,
+                format!("crust applies only {}", EXTRA_BIND_OPTIONS.join(", ")),
+            ));
+        }
+        if o == "ro" {
+            readonly = true;
+        } else if !out.contains(o) {
+            out.push(o.clone());
+        }
+    }
+    Ok((out, readonly))
 }
 
 #[derive(Debug)]
@@ -242,12 +289,14 @@ fn cri_binds(
                     "the runtime did not mount this image volume",
                 )
             })?;
+            let (extra, _) = extra_bind_options(&field, &m.mount_options)?;
             out.push(Bind {
                 dst,
                 src: src.clone(),
                 readonly: true,
                 recursive_ro: m.recursive_read_only,
                 propagation: MountPropagation::PropagationPrivate,
+                extra,
             });
             continue;
         }
@@ -292,8 +341,10 @@ fn cri_binds(
                 "only privileged containers may use bidirectional propagation",
             ));
         }
+        let (extra, ro_option) = extra_bind_options(&field, &m.mount_options)?;
+        let readonly = m.readonly || ro_option;
         if m.recursive_read_only {
-            if !m.readonly {
+            if !readonly {
                 return Err(SpecError::invalid(
                     format!("{field} recursive_read_only"),
                     "true",
@@ -323,9 +374,10 @@ fn cri_binds(
         out.push(Bind {
             dst,
             src: source,
-            readonly: m.readonly,
+            readonly,
             recursive_ro: m.recursive_read_only,
             propagation,
+            extra,
         });
     }
     Ok(out)
@@ -338,6 +390,7 @@ fn private_bind(dst: &str, src: &Path, readonly: bool) -> Bind {
         readonly,
         recursive_ro: false,
         propagation: MountPropagation::PropagationPrivate,
+        extra: Vec::new(),
     }
 }
 
@@ -426,11 +479,13 @@ pub(crate) fn mounts(
                 .destination(&b.dst)
                 .typ("bind")
                 .source(b.src)
-                .options(vec![
-                    "rbind".to_string(),
-                    prop.to_string(),
-                    mode.to_string(),
-                ])
+                .options(
+                    ["rbind", prop, mode]
+                        .into_iter()
+                        .map(String::from)
+                        .chain(b.extra)
+                        .collect::<Vec<_>>(),
+                )
                 .build()?,
         );
     }
@@ -708,6 +763,66 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert!(plan(&config, &ImageConfig::default(), &sandbox(), false, false).is_err());
+    }
+
+    #[test]
+    fn mount_options_only_tighten_a_bind() {
+        let with = |options: &[&str]| {
+            let mut m = cri("/x", "/h/x", false, MountPropagation::PropagationPrivate);
+            m.mount_options = options.iter().map(|s| s.to_string()).collect();
+            ContainerConfig {
+                mounts: vec![m],
+                ..Default::default()
+            }
+        };
+        let p = plan(
+            &with(&["noexec", "nosuid", "nodev", "noatime", "noexec"]),
+            &ImageConfig::default(),
+            &sandbox(),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            opts(find(&p, "/x").unwrap()),
+            [
+                "rbind", "rprivate", "rw", "noexec", "nosuid", "nodev", "noatime"
+            ]
+        );
+        // "ro" makes the bind read-only, as Mount.readonly would.
+        let p = plan(
+            &with(&["ro"]),
+            &ImageConfig::default(),
+            &sandbox(),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(opts(find(&p, "/x").unwrap()), ["rbind", "rprivate", "ro"]);
+        // Loosening, filesystem and propagation options are refused, named.
+        for bad in ["suid", "exec", "dev", "rw", "shared", "size=1m", ""] {
+            let e = plan(
+                &with(&[bad]),
+                &ImageConfig::default(),
+                &sandbox(),
+                true,
+                false,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("mount_options"), "{bad}: {e}");
+        }
+        let many = vec!["nosuid"; MAX_EXTRA_BIND_OPTIONS + 1];
+        let e = plan(
+            &with(&many),
+            &ImageConfig::default(),
+            &sandbox(),
+            false,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 16"), "{e}");
     }
 
     #[test]
