@@ -349,7 +349,27 @@ async fn limits_land_in_the_cgroup_and_can_be_updated() {
     // The first call has a rate too (the mean since start: the busy loop
     // above used CPU), with no wait inside the call for a second reading.
     assert!(cpu.usage_nano_cores.is_some_and(|v| v.value > 0), "{cpu:?}");
-    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let memory = stats.memory.unwrap();
+    assert!(memory.working_set_bytes.unwrap().value > 0);
+    // PSI comes from the container's cgroup v2 pressure files; cgroup v1
+    // has none per cgroup, and then it is absent, never zeros.
+    let psi = [cpu.psi, memory.psi, stats.io.and_then(|io| io.psi)];
+    if v2 {
+        for p in &psi {
+            let p = p.as_ref().expect("PSI on cgroup v2");
+            for d in [p.some.unwrap(), p.full.unwrap()] {
+                assert!((0.0..=100.0).contains(&d.avg10), "{p:?}");
+            }
+        }
+        let cpu_psi = std::fs::read_to_string(cgroup_dir(&cgroup, "cpu") + "/cpu.pressure");
+        assert!(
+            cpu_psi.unwrap().starts_with("some "),
+            "read from the cgroup"
+        );
+    } else {
+        eprintln!("cgroup v1: checking that PSI is absent");
+        assert_eq!(psi, [None, None, None]);
+    }
     let pod_stats = c
         .runtime
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
@@ -360,7 +380,11 @@ async fn limits_land_in_the_cgroup_and_can_be_updated() {
         .into_inner()
         .stats
         .unwrap();
-    assert_eq!(pod_stats.linux.unwrap().containers.len(), 1);
+    let linux = pod_stats.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    let pod_psi = linux.cpu.unwrap().psi;
+    assert_eq!(pod_psi.is_some(), v2, "pod cgroup PSI: {pod_psi:?}");
+    assert_eq!(linux.io.is_some(), v2, "pod io PSI: {:?}", linux.io);
     c.remove_pod(&pod).await;
     assert!(
         !std::path::Path::new(&cgroup_dir(&cgroup, "memory")).exists(),

@@ -12,7 +12,7 @@ use crust_cri_api::v1::runtime_service_server::RuntimeService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crust_runtime::RuntimeError;
+use crust_runtime::{RuntimeError, cgroup, io_usage, psi_stats};
 
 use crate::stream_lists::{ListStream, stream_of};
 use crate::{
@@ -660,6 +660,12 @@ impl Cri {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         let value = |v: u64| Some(cri::UInt64Value { value: v });
+        // A pod without a cgroup parent has no cgroup of its own to read.
+        let psi = if sandbox.cgroup_parent.is_empty() {
+            cgroup::Pressures::default()
+        } else {
+            cgroup::pressures(&sandbox.cgroup_parent)
+        };
         let nano_cores: u64 = containers
             .iter()
             .filter_map(|c| c.cpu.as_ref()?.usage_nano_cores.map(|v| v.value))
@@ -676,7 +682,7 @@ impl Cri {
                     timestamp: now,
                     usage_core_nano_seconds: value(usage.cpu_usage_nanos),
                     usage_nano_cores: value(nano_cores),
-                    ..Default::default()
+                    psi: psi.cpu.map(psi_stats),
                 }),
                 memory: Some(cri::MemoryUsage {
                     timestamp: now,
@@ -685,9 +691,11 @@ impl Cri {
                     rss_bytes: value(usage.memory_rss),
                     page_faults: value(usage.page_faults),
                     major_page_faults: value(usage.major_page_faults),
+                    psi: psi.memory.map(psi_stats),
                     ..Default::default()
                 }),
                 containers,
+                io: io_usage(now, &psi),
                 ..Default::default()
             }),
             windows: None,

@@ -217,6 +217,75 @@ pub fn extra(path: &str) -> Extra {
     }
 }
 
+/// One line of a cgroup v2 pressure file (`some` or `full`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureLine {
+    /// Stall time in nanoseconds (the kernel counts microseconds).
+    pub total_nanos: u64,
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+}
+
+/// A resource's pressure stall information: some tasks stalled, all stalled.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    pub some: PressureLine,
+    pub full: PressureLine,
+}
+
+/// PSI of one cgroup. cgroup v2 only: v1 hierarchies have no per-cgroup
+/// pressure files, and kubelet reads PSI only on v2 nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressures {
+    pub cpu: Option<Pressure>,
+    pub memory: Option<Pressure>,
+    pub io: Option<Pressure>,
+}
+
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=0` and its `full` twin.
+/// A file without a `full` line (cpu before Linux 5.13) reports full as 0.
+fn parse_pressure(text: &str) -> Option<Pressure> {
+    let line = |kind: &str| -> Option<PressureLine> {
+        let rest = text
+            .lines()
+            .find_map(|l| l.strip_prefix(kind)?.strip_prefix(' '))?;
+        let mut out = PressureLine::default();
+        for field in rest.split_whitespace() {
+            let (k, v) = field.split_once('=')?;
+            match k {
+                "avg10" => out.avg10 = v.parse().ok()?,
+                "avg60" => out.avg60 = v.parse().ok()?,
+                "avg300" => out.avg300 = v.parse().ok()?,
+                "total" => out.total_nanos = v.parse::<u64>().ok()?.saturating_mul(1000),
+                _ => {}
+            }
+        }
+        Some(out)
+    };
+    Some(Pressure {
+        some: line("some")?,
+        full: line("full").unwrap_or_default(),
+    })
+}
+
+fn pressures_in(dir: &Path) -> Pressures {
+    let read = |name: &str| parse_pressure(&std::fs::read_to_string(dir.join(name)).ok()?);
+    Pressures {
+        cpu: read("cpu.pressure"),
+        memory: read("memory.pressure"),
+        io: read("io.pressure"),
+    }
+}
+
+/// PSI of cgroup `path`; none on cgroup v1.
+pub fn pressures(path: &str) -> Pressures {
+    match version() {
+        Version::V2 => pressures_in(&Path::new(ROOT).join(relative(path))),
+        Version::V1 => Pressures::default(),
+    }
+}
+
 /// Whether the kernel OOM-killed a process of cgroup `path`.
 pub fn oom_killed(path: &str) -> bool {
     let rel = relative(path);
@@ -342,6 +411,37 @@ mod tests {
             relative("/kubepods.slice/x.slice"),
             "kubepods.slice/x.slice"
         );
+    }
+
+    #[test]
+    fn pressure_files_parse_and_v1_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cpu.pressure"),
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\nfull avg10=0.50 avg60=0.00 avg300=0.00 total=56\n",
+        )
+        .unwrap();
+        // An old kernel's cpu.pressure: no full line.
+        std::fs::write(
+            dir.path().join("memory.pressure"),
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("io.pressure"), "garbage\n").unwrap();
+        let p = pressures_in(dir.path());
+        let cpu = p.cpu.unwrap();
+        assert_eq!(cpu.some.total_nanos, 1_234_000);
+        assert_eq!((cpu.some.avg10, cpu.some.avg60), (1.5, 0.25));
+        assert_eq!((cpu.full.total_nanos, cpu.full.avg10), (56_000, 0.5));
+        let memory = p.memory.unwrap();
+        assert_eq!(
+            (memory.some.total_nanos, memory.full),
+            (7000, PressureLine::default())
+        );
+        assert_eq!(p.io, None, "an unreadable file is no PSI, never zeros");
+        if version() == Version::V1 {
+            assert_eq!(pressures("/"), Pressures::default());
+        }
     }
 
     #[test]

@@ -991,6 +991,7 @@ impl Pods {
         }
         let config = record_config(&record);
         let value = |v: u64| Some(cri::UInt64Value { value: v });
+        let psi = cgroup::pressures(&record.cgroup_path);
         let stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: record.id.clone(),
@@ -1002,7 +1003,7 @@ impl Pods {
                 timestamp: now,
                 usage_core_nano_seconds: value(usage.cpu_usage_nanos),
                 usage_nano_cores: nano_cores.and_then(value),
-                ..Default::default()
+                psi: psi.cpu.map(psi_stats),
             }),
             memory: Some(cri::MemoryUsage {
                 timestamp: now,
@@ -1011,8 +1012,10 @@ impl Pods {
                 rss_bytes: value(usage.memory_rss),
                 page_faults: value(usage.page_faults),
                 major_page_faults: value(usage.major_page_faults),
+                psi: psi.memory.map(psi_stats),
                 ..Default::default()
             }),
+            io: io_usage(now, &psi),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
                 fs_id: Some(cri::FilesystemIdentifier {
@@ -1172,6 +1175,28 @@ impl Pods {
         };
         Ok((sandbox, usage))
     }
+}
+
+/// CRI's shape of one resource's PSI.
+pub fn psi_stats(p: cgroup::Pressure) -> cri::PsiStats {
+    let data = |l: cgroup::PressureLine| cri::PsiData {
+        total: l.total_nanos,
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    cri::PsiStats {
+        full: Some(data(p.full)),
+        some: Some(data(p.some)),
+    }
+}
+
+/// CRI's IoUsage holds only PSI: none where the cgroup has no io.pressure.
+pub fn io_usage(timestamp: i64, psi: &cgroup::Pressures) -> Option<cri::IoUsage> {
+    psi.io.map(|p| cri::IoUsage {
+        timestamp,
+        psi: Some(psi_stats(p)),
+    })
 }
 
 /// Checks CRI's `log_path` (relative to the pod's log directory: plain

@@ -31,7 +31,7 @@ use crust_image::Images;
 use crust_store::Store;
 use tokio::sync::Mutex;
 
-pub use container::ExecOutput;
+pub use container::{ExecOutput, io_usage, psi_stats};
 pub use events::ShimEvent;
 pub use stream::StreamBackend;
 
