@@ -170,6 +170,40 @@ fn kill_and_delete() {
     h.shutdown();
 }
 
+/// crustd deletes an exited container from its exit handler and from
+/// RemoveContainer, possibly at once: one Delete wins, the other is
+/// NotFound, never Internal (critest's image-id spec found the race).
+#[test]
+fn concurrent_deletes_of_one_container() {
+    if !root_or_skip("concurrent_deletes_of_one_container") {
+        return;
+    }
+    let h = Harness::new("dels");
+    for n in 0..10 {
+        let id = format!("quick{n}");
+        let bundle = h.bundle(&id, &["true"], |_| {});
+        h.create(&id, &bundle, "");
+        h.start(&id, "");
+        assert_eq!(h.wait(&id, ""), 0);
+        let results: Vec<ttrpc::Result<_>> = std::thread::scope(|s| {
+            let both = [s.spawn(|| h.delete(&id, "")), s.spawn(|| h.delete(&id, ""))];
+            both.map(|t| t.join().unwrap()).into()
+        });
+        let mut won = 0;
+        for r in results {
+            match r {
+                Ok(d) => {
+                    assert_eq!(d.exit_status, 0);
+                    won += 1;
+                }
+                Err(e) => assert_eq!(code(Err::<(), _>(e)), Code::NOT_FOUND, "{id}"),
+            }
+        }
+        assert_eq!(won, 1, "{id}: exactly one Delete removes it");
+    }
+    h.shutdown();
+}
+
 /// Exec with FIFOs (stdout, stderr, stdin across writers, CloseIO) and with a
 /// terminal (ResizePty); exit codes and exec events.
 #[test]

@@ -50,6 +50,10 @@ pub struct Shim {
     /// counts activity for it.
     activity: Arc<Activity>,
     oom_cmds: Mutex<Vec<OomCmd>>,
+    /// Held through a container's whole Delete: crustd may delete a
+    /// container from its exit handler and from RemoveContainer at once,
+    /// and two libcontainer deletes of one state dir race (ENOENT).
+    deletes: Mutex<()>,
 }
 
 impl Shim {
@@ -67,6 +71,7 @@ impl Shim {
             events,
             activity,
             oom_cmds: Mutex::new(Vec::new()),
+            deletes: Mutex::new(()),
         }
     }
 
@@ -342,6 +347,9 @@ impl Shim {
     }
 
     fn delete_container(&self, id: &str) -> Result<(u32, Exit)> {
+        // The second of two concurrent deletes waits here, then finds the
+        // container gone: NotFound, which crustd takes as done.
+        let _one_at_a_time = self.deletes.lock().unwrap_or_else(|e| e.into_inner());
         {
             let st = self.lock();
             let p = &st.container(id)?.init;
