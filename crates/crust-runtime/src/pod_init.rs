@@ -444,6 +444,7 @@ pub async fn spawn(
         }
     }
     let output = command
+        .env_remove("NOTIFY_SOCKET")
         .stdin(std::process::Stdio::null())
         .output()
         .await

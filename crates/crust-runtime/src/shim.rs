@@ -95,6 +95,8 @@ impl Shim {
             .arg("start")
             .current_dir(dir)
             .env("TTRPC_ADDRESS", events_socket)
+            // crustd's systemd notify socket is crustd's alone.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(std::process::Stdio::null())
             .output()
             .await

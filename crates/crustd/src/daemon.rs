@@ -210,6 +210,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cgroup_driver = ?cgroup_driver,
         "crustd serving CRI v1"
     );
+    // Type=notify: systemd (and `systemctl start`) waits for this, and
+    // kubelet's unit is ordered after ours. The socket is bound above, so a
+    // client that connects from here on is answered.
+    notify_service_manager(sd_notify::NotifyState::Ready, "READY");
+    let stopping = wait_stop();
+    tokio::spawn(async move {
+        stopping.await;
+        notify_service_manager(sd_notify::NotifyState::Stopping, "STOPPING");
+    });
     let server = tonic::transport::Server::builder()
         .layer(GrpcObserveLayer::new(metrics))
         .add_service(
@@ -254,6 +263,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     result.context("CRI server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd (when NOTIFY_SOCKET names its socket; nothing otherwise)
+/// that crustd is ready or stopping. The variable stays set for the second
+/// message; crust's shims and pod inits are started without it.
+fn notify_service_manager(state: sd_notify::NotifyState, what: &str) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "cannot tell the service manager {what}");
+    }
 }
 
 /// How long a stopping crustd waits for CRI clients to hang up.
