@@ -3,8 +3,16 @@
 //! One YAML file, every key optional. The defaults live in `default.yaml`,
 //! which is also what `crustd config default` prints, so the documented
 //! defaults and the real ones cannot drift apart (a unit test checks it).
+//! Drop-ins in `config.d/` are merged over the main file ([`layers`]).
 
 #![forbid(unsafe_code)]
+
+pub mod layers;
+
+pub use layers::{
+    ConfigSources, DROPIN_DIR_NAME, LoadedConfig, MAX_CONFIG_FILE_BYTES, MAX_DROPINS, Origin,
+    default_dropin_dir,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +37,16 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     #[error("invalid config {origin}: {message}")]
     Invalid { origin: String, message: String },
+    #[error("config file {path} is larger than {limit} bytes; a crust config is a few KiB")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error(
+        "{dir} holds {count} drop-ins (*.yaml, *.yml), more than the {limit} crust reads; remove the ones not meant for crust"
+    )]
+    TooManyDropins {
+        dir: PathBuf,
+        count: usize,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,16 +280,16 @@ impl Config {
 
     /// Loads `path`. When `required` is false a missing file means defaults
     /// (crustd runs with no file at all); an explicit `--config` must exist.
+    /// Drop-ins are not read: see [`ConfigSources`] for that.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
+        match layers::read_capped(path) {
             Ok(text) => Config::from_yaml(&text, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            Err(ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && !required =>
+            {
                 Ok(Config::default())
             }
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(e) => Err(e),
         }
     }
 
@@ -438,15 +456,8 @@ fn describe_yaml_error(e: &serde_yaml_ng::Error, text: &str) -> String {
     let unknown_key = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next());
-    if let Some(key) = unknown_key {
-        let found = text.lines().enumerate().find(|(_, line)| {
-            line.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with(':'))
-        });
-        if let Some((index, _)) = found {
-            return format!("{message} at line {}", index + 1);
-        }
+    if let Some(line) = unknown_key.and_then(|key| layers::find_key_line(text, key)) {
+        return format!("{message} at line {line}");
     }
     message
 }
