@@ -4,13 +4,15 @@
 
 mod daemon;
 mod logging;
+mod preflight;
 mod socket;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crust_config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_YAML, LogFormat};
+use crust_config::{ConfigSources, DEFAULT_YAML, LoadedConfig, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +25,10 @@ struct Cli {
     /// when it exists, and the built-in defaults are used when it does not.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Drop-in dir: its *.yaml and *.yml files are merged over the config
+    /// file in lexical order. Default: config.d next to the config file.
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
     /// Log format, overriding the config's log.format.
     #[arg(long, global = true, value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -60,20 +66,35 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Ask the running crustd how it is: readiness, counts, version,
+    /// cgroup driver. Exits 1 when it cannot be reached.
+    Status {
+        /// The CRI socket (a path or unix:///path); default: the config's
+        /// `socket`.
+        #[arg(long, visible_alias = "endpoint", value_name = "SOCKET")]
+        socket: Option<String>,
+    },
+    /// Preflight: check this node's kernel and setup for crust, one
+    /// OK/WARN/FAIL line each. Needs no running crustd; exits 1 on a FAIL.
+    Check,
 }
 
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Print the full default configuration, with a comment per section.
     Default,
-    /// Validate the configuration and print the effective values as YAML.
+    /// Validate the configuration (with its drop-ins) and print the
+    /// effective values as YAML.
     Check,
+    /// Print the effective configuration, each value with a comment naming
+    /// where it came from: the default, the config file or a drop-in.
+    Dump,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("crustd: error: {e:#}");
             ExitCode::FAILURE
@@ -81,7 +102,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Command::PodInit {
         pod,
         userns,
@@ -99,45 +120,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ipc: ipcns.clone(),
             uts: utsns.clone(),
         };
-        return Ok(crust_runtime::pod_init::run(
-            std::path::Path::new(pod),
-            &namespaces,
-        )?);
+        crust_runtime::pod_init::run(std::path::Path::new(pod), &namespaces)?;
+        return Ok(ExitCode::SUCCESS);
     }
-    if let Some(Command::Config {
-        action: ConfigAction::Default,
-    }) = cli.command
-    {
-        print!("{DEFAULT_YAML}");
-        return Ok(());
+    match &cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
+            print!("{DEFAULT_YAML}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // An explicit socket needs no config: status works even while the
+        // config on disk is broken (mid-edit).
+        Some(Command::Status {
+            socket: Some(socket),
+        }) => {
+            status::run(&status::socket_from_flag(socket)?)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path, true)?,
-        None => Config::load(DEFAULT_CONFIG_PATH.as_ref(), false)?,
-    };
+    let sources = ConfigSources::new(cli.config.as_deref(), cli.config_dir.as_deref());
+    let loaded = load_config(&cli, &sources);
+    if let Some(Command::Check) = cli.command {
+        // A broken config is one FAIL line among the others.
+        let failed = preflight::run(&sources, loaded.map_err(|e| format!("{e:#}")));
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let loaded = loaded?;
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Check,
+        }) => print!("{}", serde_yaml_ng::to_string(&loaded.config)?),
+        Some(Command::Config {
+            action: ConfigAction::Dump,
+        }) => print!("{}", loaded.annotated_yaml()),
+        Some(Command::Status { socket: None }) => status::run(&loaded.config.socket)?,
+        _ => {
+            logging::init(&loaded.config.log)?;
+            daemon::run(loaded.config)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The config file and its drop-ins, merged, with the `--log-*` flags
+/// applied over them, validated.
+fn load_config(cli: &Cli, sources: &ConfigSources) -> anyhow::Result<LoadedConfig> {
+    let mut loaded = sources.load()?;
     if let Some(format) = &cli.log_format {
-        config.log.format = if format == "json" {
+        loaded.config.log.format = if format == "json" {
             LogFormat::Json
         } else {
             LogFormat::Text
         };
+        loaded.set_by_flag("log.format", "--log-format");
     }
-    if let Some(level) = cli.log_level {
-        config.log.level = level;
+    if let Some(level) = &cli.log_level {
+        loaded.config.log.level = level.clone();
+        loaded.set_by_flag("log.level", "--log-level");
     }
-    config
-        .validate()
-        .map_err(|m| anyhow::anyhow!("invalid config: {m}"))?;
-    match cli.command {
-        Some(Command::Config {
-            action: ConfigAction::Check,
-        }) => {
-            print!("{}", serde_yaml_ng::to_string(&config)?);
-            Ok(())
-        }
-        _ => {
-            logging::init(&config.log)?;
-            daemon::run(config)
-        }
-    }
+    loaded.validate()?;
+    Ok(loaded)
 }
