@@ -23,52 +23,10 @@ pub fn version() -> Version {
     }
 }
 
-/// A cgroup's directory relative to a hierarchy's root. cgroupfs paths are
-/// taken as they are; the systemd driver's forms are laid out as systemd
-/// does: `slice:prefix:name` is the scope `prefix-name.scope` in that slice,
-/// and a bare slice name such as `kubepods-besteffort-pod1.slice` nests in
-/// its parents (`kubepods.slice/kubepods-besteffort.slice/...`).
+/// A cgroup's directory relative to a hierarchy's root: the layout the
+/// shim creates (crust-shim-proto's, systemd's for the systemd driver).
 fn relative(path: &str) -> String {
-    let parts: Vec<&str> = path.split(':').collect();
-    let dir = match parts.as_slice() {
-        [slice, prefix, name] if !path.contains('/') => {
-            let unit = if name.ends_with(".slice") {
-                name.to_string()
-            } else if prefix.is_empty() {
-                format!("{name}.scope")
-            } else {
-                format!("{prefix}-{name}.scope")
-            };
-            let slice = if slice.is_empty() {
-                "system.slice"
-            } else {
-                slice
-            };
-            format!("{}/{unit}", expand_slice(slice))
-        }
-        [slice] if !slice.contains('/') && slice.ends_with(".slice") => expand_slice(slice),
-        _ => path.to_string(),
-    };
-    dir.trim_start_matches('/').to_string()
-}
-
-/// systemd's slice nesting: `a-b-c.slice` lives at
-/// `a.slice/a-b.slice/a-b-c.slice`; `-.slice` is the root.
-fn expand_slice(slice: &str) -> String {
-    let name = slice.trim_end_matches(".slice");
-    if name == "-" || name.is_empty() {
-        return String::new();
-    }
-    let mut path = String::new();
-    let mut prefix = String::new();
-    for part in name.split('-') {
-        if !prefix.is_empty() {
-            prefix.push('-');
-        }
-        prefix.push_str(part);
-        path.push_str(&format!("/{prefix}.slice"));
-    }
-    path
+    crust_shim_proto::cgroup::relative_dir(path)
 }
 
 /// Every directory that makes up cgroup `path` (one per v1 hierarchy).
@@ -385,32 +343,6 @@ mod tests {
         assert_eq!(shares_to_weight(512), 59);
         assert_eq!(shares_to_weight(1024), 100);
         assert_eq!(shares_to_weight(262_144), 10_000);
-    }
-
-    #[test]
-    fn systemd_paths_are_laid_out_as_systemd_does() {
-        assert_eq!(
-            relative("kubepods-besteffort-pod1.slice:cri-crust:abc"),
-            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-crust-abc.scope"
-        );
-        assert_eq!(
-            relative("system.slice:cri-crust:abc"),
-            "system.slice/cri-crust-abc.scope"
-        );
-        assert_eq!(relative("-.slice:x:y"), "x-y.scope");
-        assert_eq!(
-            relative("kubepods-pod2.slice"),
-            "kubepods.slice/kubepods-pod2.slice"
-        );
-        // cgroupfs paths stay as they are.
-        assert_eq!(
-            relative("/kubepods/besteffort/pod1/abc"),
-            "kubepods/besteffort/pod1/abc"
-        );
-        assert_eq!(
-            relative("/kubepods.slice/x.slice"),
-            "kubepods.slice/x.slice"
-        );
     }
 
     #[test]

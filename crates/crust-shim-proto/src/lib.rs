@@ -20,5 +20,6 @@
 
 pub mod attach;
 pub mod bundle;
+pub mod cgroup;
 pub mod events;
 pub mod stdio;

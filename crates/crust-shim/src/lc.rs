@@ -78,7 +78,14 @@ pub fn create(
     stdio: Option<&ChildFds>,
     terminal: bool,
 ) -> Result<Reply, String> {
-    let spec = Spec::load(bundle.join(crust_shim_proto::bundle::CONFIG)).map_err(err)?;
+    let config = bundle.join(crust_shim_proto::bundle::CONFIG);
+    let mut spec = Spec::load(&config).map_err(err)?;
+    // The systemd driver on cgroup v1: cgroupfs dirs at the scope's path,
+    // and the scope over D-Bus below (see systemd_v1.rs).
+    let v1_scope = crate::systemd_v1::prepare(&mut spec);
+    if v1_scope.is_some() {
+        spec.save(&config).map_err(err)?;
+    }
     let systemd = spec
         .linux()
         .as_ref()
@@ -92,6 +99,15 @@ pub fn create(
         .build()
         .map_err(err)?;
     let pid = container.pid().ok_or("libcontainer reported no init pid")?;
+    if let Some((unit, slice)) = &v1_scope {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        if let Err(e) =
+            crate::systemd_v1::start_scope(unit, slice, id, pid.as_raw() as u32, resources)
+        {
+            let _ = delete(root, id);
+            return Err(e);
+        }
+    }
     let fd = console.map(|c| c.receive()).transpose()?;
     Ok(Reply {
         data: pid.as_raw().to_string().into_bytes(),
@@ -149,7 +165,11 @@ pub fn delete(root: &Path, id: &str) -> Result<Reply, String> {
         return Ok(Reply::default());
     }
     let mut c = Container::load(dir).map_err(err)?;
+    let scope = v1_scope_of(c.bundle());
     c.delete(true).map_err(err)?;
+    if let Some(unit) = scope {
+        crate::systemd_v1::stop_scope(&unit);
+    }
     Ok(Reply::default())
 }
 
@@ -174,7 +194,19 @@ pub fn update(root: &Path, id: &str, resources: &[u8]) -> Result<Reply, String> 
             freezer_state: None,
         })
         .map_err(err)?;
+    if let Some(unit) = v1_scope_of(c.bundle()) {
+        crate::systemd_v1::update_scope(&unit, &resources)?;
+    }
     Ok(Reply::default())
+}
+
+/// The systemd scope [`create`] noted in the bundle on a cgroup v1 host.
+fn v1_scope_of(bundle: &Path) -> Option<String> {
+    let spec = Spec::load(bundle.join(crust_shim_proto::bundle::CONFIG)).ok()?;
+    spec.annotations()
+        .as_ref()?
+        .get(crate::systemd_v1::SCOPE_ANNOTATION)
+        .cloned()
 }
 
 /// The cgroup metrics of `pid`'s cgroup, as a serialized protobuf `Any`

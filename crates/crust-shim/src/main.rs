@@ -24,6 +24,7 @@ mod oom;
 mod service;
 mod start;
 mod sys;
+mod systemd_v1;
 mod timefmt;
 mod trim;
 
