@@ -16,6 +16,8 @@ packages=(
   apache2-utils                # htpasswd, for the auth registry
   curl jq python3 util-linux   # scripts: HTTP probes, JSON, image builder, nsenter/unshare
   python3-venv                 # the grpcio venv below
+  systemd dbus                 # a real systemd booted in a sandbox (hack/systemd-sandbox.sh)
+  dpkg-dev lintian             # hack/package.sh builds and checks the .deb
 )
 
 if [[ $(id -u) -ne 0 ]]; then
