@@ -5,6 +5,8 @@
 #                                        the debug binaries (the e2e suite's), stripped
 #   CRUST_PACKAGE_VERSION=0.1.0+1 ...    another version (upgrade tests)
 #   CRUST_PACKAGE_NO_BUILD=1 ...         package what target/<profile>/ holds
+#   CRUST_PACKAGE_BIN_DIR=DIR            ... or what DIR holds (implies no build)
+#   CRUST_PACKAGE_OUT=DIR                write the .deb there (default target/debian)
 # Prints the .deb's path on its last line.
 set -euo pipefail
 
@@ -14,14 +16,16 @@ profile=${CRUST_PACKAGE_PROFILE:-release}
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 version=${CRUST_PACKAGE_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)}
 arch=$(dpkg --print-architecture)
-out=$target_dir/debian
+out=${CRUST_PACKAGE_OUT:-$target_dir/debian}
 stage=$out/crust_${version}_$arch
+[[ -n ${CRUST_PACKAGE_BIN_DIR:-} ]] && CRUST_PACKAGE_NO_BUILD=1
+mkdir -p "$out"
 
 if [[ -z ${CRUST_PACKAGE_NO_BUILD:-} ]]; then
   flag=(); [[ $profile == release ]] && flag=(--release)
   (cd "$repo" && cargo build --locked "${flag[@]}" -p crustd -p crust-shim >&2)
 fi
-bin=$target_dir/$profile
+bin=${CRUST_PACKAGE_BIN_DIR:-$target_dir/$profile}
 for b in crustd crust-shim; do
   [[ -x $bin/$b ]] || { echo "package.sh: $bin/$b is missing (build it, or unset CRUST_PACKAGE_NO_BUILD)" >&2; exit 1; }
 done

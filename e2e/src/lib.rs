@@ -19,6 +19,7 @@ pub use crust_cri_api::v1 as cri;
 
 pub mod containerd;
 pub mod streaming;
+pub mod systemd;
 
 /// A process's resident set size in KiB (0 when it cannot be read), for
 /// the benchmarks.
@@ -727,6 +728,15 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::Conta
 }
 
 impl CriClient {
+    /// A client of the crustd serving `socket`.
+    pub async fn connect(socket: &Path) -> CriClient {
+        let channel = connect(socket).await;
+        CriClient {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            image: ImageServiceClient::new(channel),
+        }
+    }
+
     pub async fn run_pod(&mut self, config: &cri::PodSandboxConfig) -> String {
         self.runtime
             .run_pod_sandbox(cri::RunPodSandboxRequest {
