@@ -187,6 +187,14 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
             container("sleeper", &["sleep", "3600"], 64 << 20),
         )
         .await;
+    // The pod init (PID 1 of the pod's shared PID namespace) has a scope
+    // in the pod's slice too.
+    let init_unit = format!("crust-pod-{pod}.scope");
+    assert_eq!(sb.ok(&format!("systemctl is-active {init_unit}")), "active");
+    assert_eq!(
+        sb.ok(&format!("systemctl show -p Slice --value {init_unit}")),
+        POD_SLICE
+    );
     let unit = format!("cri-crust-{id}.scope");
     assert_eq!(sb.ok(&format!("systemctl is-active {unit}")), "active");
     assert_eq!(
@@ -351,7 +359,8 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
     c.remove_pod(&pod).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = sb.ok("systemctl list-units --all --no-legend 'cri-crust-*' | wc -l");
+        let left =
+            sb.ok("systemctl list-units --all --no-legend 'cri-crust-*' 'crust-pod-*' | wc -l");
         if left == "0" {
             break;
         }

@@ -309,6 +309,22 @@ impl Pods {
                             "moving the pod init into cgroup {init_cgroup}: {e}"
                         ))
                     })?;
+            } else if let Some((unit, slice)) = self.pod_init_scope(record) {
+                // The systemd driver: a scope of its own in the pod's slice,
+                // as containerd's pause container gets. The guard stays
+                // crustd's (it is outside the pod's PID namespace).
+                let pid = init.init;
+                let what = format!("pod init of {}", record.id);
+                crate::blocking(|| {
+                    use libcgroups::systemd::dbus_native::client::SystemdClient;
+                    libcgroups::systemd::dbus_native::dbus::DbusConnection::new_system()
+                        .map_err(|e| e.to_string())?
+                        .start_transient_unit(&what, pid, &slice, &unit)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| {
+                    RuntimeError::Internal(format!("starting {unit} in {slice} (systemd): {e}"))
+                })?;
             }
         }
         if let Some(netns) = &pinned.net {
@@ -409,9 +425,25 @@ impl Pods {
         }
     }
 
+    /// The pod init's scope with the systemd driver, and its slice (the
+    /// pod's; kubelet may pass the slice's full path).
+    fn pod_init_scope(&self, record: &SandboxRecord) -> Option<(String, String)> {
+        if self.cgroup_driver != crust_config::CgroupDriver::Systemd || record.id.is_empty() {
+            return None;
+        }
+        let slice = record
+            .cgroup_parent
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|s| s.ends_with(".slice"))
+            .unwrap_or("system.slice");
+        Some((format!("crust-pod-{}.scope", record.id), slice.to_string()))
+    }
+
     /// The pod init's own cgroup, beside its containers' in the pod's
-    /// parent (where containerd puts the pause container): cgroupfs only,
-    /// the systemd driver would need a scope of its own (not done).
+    /// parent (where containerd puts the pause container), with the
+    /// cgroupfs driver ([`Pods::pod_init_scope`] with systemd's).
     fn pod_init_cgroup(&self, record: &SandboxRecord) -> Option<String> {
         if self.cgroup_driver != crust_config::CgroupDriver::Cgroupfs || record.id.is_empty() {
             return None;
