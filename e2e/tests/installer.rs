@@ -1,0 +1,250 @@
+//! The chart's node installer (installer/install.sh) end to end on a real
+//! host: a real systemd booted by hack/systemd-sandbox.sh, with a fake
+//! kubelet (a kubeadm and a k3s layout). Install, kubelet switch, rerun,
+//! upgrade, uninstall restoring every file byte for byte.
+
+use std::path::Path;
+
+use crust_e2e::systemd::Sandbox;
+
+const KUBELET_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+";
+const KUBEADM_FLAGS: &str = "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10\"\n";
+/// A stand-in for kubelet (or k3s): a service whose restarts can be seen.
+const FAKE_KUBELET_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+
+fn write(sb: &Sandbox, to: &str, text: &str) {
+    let dst = sb.path(to);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::write(dst, text).unwrap();
+}
+
+/// The installer image's /crust-installer, made from this build.
+fn stage_installer(sb: &Sandbox) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let bin = crust_e2e::crustd_binary().parent().unwrap();
+    let copy = |from: &Path, to: &str| {
+        let dst = sb.path(to);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(from, dst).unwrap();
+    };
+    copy(
+        &repo.join("installer/install.sh"),
+        "/crust-installer/install.sh",
+    );
+    copy(
+        &repo.join("packaging/crust.service"),
+        "/crust-installer/crust.service",
+    );
+    copy(&bin.join("crustd"), "/crust-installer/bin/crustd");
+    copy(&bin.join("crust-shim"), "/crust-installer/bin/crust-shim");
+    // The chart's drop-in: metrics off the host's shared port.
+    write(
+        sb,
+        "/crust-installer/config.d/50-helm.yaml",
+        "metrics:\n  address: 127.0.0.1:0\n",
+    );
+}
+
+/// Runs the installer as the DaemonSet would, with the host at /.
+fn installer(sb: &Sandbox, env: &str, command: &str) -> crust_e2e::systemd::Run {
+    sb.sh(&format!(
+        "env CRUST_HOST_ROOT=/ CRUST_HOST_EXEC=dbus {env} sh /crust-installer/install.sh {command}"
+    ))
+}
+
+fn main_pid(sb: &Sandbox, unit: &str) -> String {
+    sb.ok(&format!("systemctl show -p MainPID --value {unit}"))
+}
+
+/// sha256 of each path (or "absent"), for byte-for-byte comparisons.
+fn hashes(sb: &Sandbox, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| {
+            sb.ok(&format!(
+                "if [ -e {p} ]; then sha256sum {p}; else echo absent {p}; fi"
+            ))
+        })
+        .collect()
+}
+
+/// Everything under the dirs an install may touch, to compare before/after.
+fn tree(sb: &Sandbox) -> String {
+    sb.ok("find /etc/systemd/system /etc/crust /opt/crust /var/lib/crust-install /etc/rancher /var/lib/kubelet 2>/dev/null | sort")
+}
+
+fn fake_kubeadm_node(sb: &Sandbox) {
+    write(sb, "/etc/systemd/system/kubelet.service", FAKE_KUBELET_UNIT);
+    write(sb, "/var/lib/kubelet/config.yaml", KUBELET_CONFIG);
+    write(sb, "/var/lib/kubelet/kubeadm-flags.env", KUBEADM_FLAGS);
+    sb.ok("systemctl daemon-reload && systemctl start kubelet");
+}
+
+#[test]
+fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
+    if let Some(why) = crust_e2e::systemd::unavailable() {
+        eprintln!("SKIPPED: no systemd sandbox here: {why}");
+        return;
+    }
+    let sb = Sandbox::boot();
+    stage_installer(&sb);
+    fake_kubeadm_node(&sb);
+    let kubelet_files = [
+        "/var/lib/kubelet/config.yaml",
+        "/var/lib/kubelet/kubeadm-flags.env",
+    ];
+    let original = hashes(&sb, &kubelet_files);
+    let tree_before = tree(&sb);
+    let kubelet_pid = main_pid(&sb, "kubelet");
+
+    let env = "CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true";
+    let run = installer(&sb, env, "install");
+    assert_eq!(run.code, 0, "{run:?}");
+    // crust runs from the versioned dir, as the unit.
+    assert_eq!(sb.ok("readlink /opt/crust/current"), "0.1.0");
+    assert!(sb.path("/opt/crust/0.1.0/bin/crust-shim").exists());
+    assert_eq!(
+        sb.ok("systemctl show -p ExecStart --value crust | grep -o 'path=[^ ;]*'"),
+        "path=/opt/crust/current/bin/crustd"
+    );
+    assert_eq!(sb.ok("systemctl is-active crust"), "active");
+    assert_eq!(sb.ok("systemctl is-enabled crust"), "enabled");
+    let status = sb.ok("/opt/crust/current/bin/crustd status");
+    assert!(status.contains("runtime ready: yes"), "{status}");
+    // kubelet's driver is crust's.
+    assert!(status.contains("cgroup driver: systemd"), "{status}");
+    assert_eq!(installer(&sb, env, "probe").code, 0);
+    // kubelet switched, its files backed up, and restarted.
+    let config = sb.ok("cat /var/lib/kubelet/config.yaml");
+    for line in [
+        "containerRuntimeEndpoint: unix:///run/crust/crust.sock",
+        "imageServiceEndpoint: unix:///run/crust/crust.sock",
+        "runtimeRequestTimeout: 15m",
+        "cgroupDriver: systemd",
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line}:\n{config}");
+    }
+    let flags = sb.ok("cat /var/lib/kubelet/kubeadm-flags.env");
+    assert!(
+        flags.contains("--container-runtime-endpoint=unix:///run/crust/crust.sock --pod-infra"),
+        "{flags}"
+    );
+    assert!(
+        sb.path("/var/lib/crust-install/backup/var/lib/kubelet/config.yaml")
+            .exists()
+    );
+    let switched_pid = main_pid(&sb, "kubelet");
+    assert_ne!(switched_pid, kubelet_pid, "kubelet restarted");
+    assert_eq!(sb.ok("systemctl is-active kubelet"), "active");
+
+    // A second run changes nothing: no restart, no file rewritten.
+    let installed = [
+        "/opt/crust/0.1.0/bin/crustd",
+        "/etc/systemd/system/crust.service",
+        "/etc/crust/config.yaml",
+        "/etc/crust/config.d/50-helm.yaml",
+        "/etc/crust/config.d/40-kubelet.yaml",
+        "/var/lib/kubelet/config.yaml",
+    ];
+    let stamp = |sb: &Sandbox| sb.ok(&format!("stat -c '%n %Y %i' {}", installed.join(" ")));
+    let (files, crust_pid) = (stamp(&sb), main_pid(&sb, "crust"));
+    let run = installer(&sb, env, "install");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stamp(&sb), files, "rerun rewrote files");
+    assert_eq!(main_pid(&sb, "crust"), crust_pid, "rerun restarted crust");
+    assert_eq!(
+        main_pid(&sb, "kubelet"),
+        switched_pid,
+        "rerun restarted kubelet"
+    );
+
+    // An upgrade: a new versioned dir, the link swapped, crustd restarted.
+    let env2 = "CRUST_VERSION=0.2.0 CRUST_KUBELET_SWITCH=true";
+    assert_ne!(installer(&sb, env2, "probe").code, 0, "not yet 0.2.0");
+    let run = installer(&sb, env2, "install");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(sb.ok("readlink /opt/crust/current"), "0.2.0");
+    assert_ne!(main_pid(&sb, "crust"), crust_pid, "upgrade restarted crust");
+    assert_eq!(installer(&sb, env2, "probe").code, 0);
+
+    // Uninstall restores the node.
+    let run = installer(&sb, env2, "uninstall");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        hashes(&sb, &kubelet_files),
+        original,
+        "kubelet files restored"
+    );
+    assert_ne!(main_pid(&sb, "kubelet"), switched_pid, "kubelet restarted");
+    assert_eq!(sb.ok("systemctl is-active kubelet"), "active");
+    assert_ne!(sb.sh("systemctl is-active crust").stdout, "active");
+    assert_eq!(
+        tree(&sb),
+        tree_before,
+        "everything the install added is gone"
+    );
+    assert_eq!(installer(&sb, env2, "probe-uninstalled").code, 0);
+    let left = sb.ok("cat /proc/[0-9]*/comm 2>/dev/null | grep -E '^(crustd|crust-shim)$' || true");
+    assert!(left.is_empty(), "processes left: {left}");
+}
+
+#[test]
+fn k3s_node_switch_and_a_distribution_that_does_not_match_is_refused() {
+    if let Some(why) = crust_e2e::systemd::unavailable() {
+        eprintln!("SKIPPED: no systemd sandbox here: {why}");
+        return;
+    }
+    let sb = Sandbox::boot();
+    stage_installer(&sb);
+    // No kubelet at all: auto-detection refuses to guess.
+    let run = installer(
+        &sb,
+        "CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true",
+        "install",
+    );
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("cannot tell how kubelet runs"),
+        "{run:?}"
+    );
+    installer(&sb, "", "uninstall");
+
+    write(&sb, "/etc/systemd/system/k3s.service", FAKE_KUBELET_UNIT);
+    sb.ok("systemctl daemon-reload && systemctl start k3s");
+    let tree_before = tree(&sb);
+    // A distribution that does not match the node is refused.
+    let run = installer(
+        &sb,
+        "CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true CRUST_KUBELET_DISTRIBUTION=kubeadm",
+        "install",
+    );
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("looks like k3s"), "{run:?}");
+    assert!(
+        !sb.path("/etc/rancher/k3s/config.yaml").exists(),
+        "nothing edited"
+    );
+    installer(&sb, "", "uninstall");
+
+    let k3s_pid = main_pid(&sb, "k3s");
+    let env = "CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true";
+    let run = installer(&sb, env, "install");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        sb.ok("cat /etc/rancher/k3s/config.yaml"),
+        "container-runtime-endpoint: unix:///run/crust/crust.sock"
+    );
+    assert_ne!(main_pid(&sb, "k3s"), k3s_pid, "k3s restarted");
+    assert_eq!(installer(&sb, env, "probe").code, 0);
+    let run = installer(&sb, env, "uninstall");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        !sb.path("/etc/rancher/k3s/config.yaml").exists(),
+        "a config the switch created is removed"
+    );
+    assert_eq!(tree(&sb), tree_before);
+}

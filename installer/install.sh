@@ -1,0 +1,364 @@
+#!/bin/sh
+# crust's node installer: puts crust on a Kubernetes node as a systemd
+# service, optionally switches kubelet to it, and undoes all of it. Run by
+# the chart's DaemonSet (charts/crust) from the installer image, or by hand
+# on a node (manual recovery: `install.sh uninstall`). POSIX sh: it runs
+# under the image's busybox as under a host's dash or bash.
+#
+#   install.sh install            install (idempotent), switch kubelet if asked, label the node
+#   install.sh uninstall          restore kubelet, stop and remove crust, remove the labels
+#   install.sh daemon             install, then wait for SIGTERM (keeps crust installed)
+#   install.sh uninstall-daemon   uninstall, then wait for SIGTERM
+#   install.sh probe              exit 0 when crust is installed, active and CRI-ready
+#   install.sh probe-uninstalled  exit 0 when nothing of crust is left
+#
+# Environment (the contract with the chart: /var/tmp/crust15/contract.md
+# when it was written; charts/crust/README.md now):
+#   CRUST_VERSION (required), CRUST_HOST_ROOT (/host; / when run on the
+#   host), CRUST_HOST_EXEC (dbus: this systemctl talks to the host's
+#   systemd through /run/systemd; nsenter: run host commands in PID 1's
+#   namespaces), CRUST_CONFIG_DIR (drop-ins to install), NODE_NAME,
+#   CRUST_KUBELET_SWITCH, CRUST_KUBELET_DISTRIBUTION (auto|kubeadm|k3s|rke2),
+#   CRUST_DRAIN, CRUST_DRAIN_TIMEOUT, CRUST_RUNTIME_REQUEST_TIMEOUT.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+host=${CRUST_HOST_ROOT:-/host}
+host=${host%/}
+version=${CRUST_VERSION:-}
+exec_mode=${CRUST_HOST_EXEC:-dbus}
+config_src=${CRUST_CONFIG_DIR:-$here/config.d}
+switch=${CRUST_KUBELET_SWITCH:-false}
+distribution=${CRUST_KUBELET_DISTRIBUTION:-auto}
+drain=${CRUST_DRAIN:-false}
+drain_timeout=${CRUST_DRAIN_TIMEOUT:-300}
+request_timeout=${CRUST_RUNTIME_REQUEST_TIMEOUT:-15m}
+endpoint=unix:///run/crust/crust.sock
+state=$host/var/lib/crust-install
+label_prefix=crust.dev
+
+log() { echo "crust-install: $*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# A command on the host: its systemctl, its kubelet.
+on_host() {
+	case $exec_mode in
+	nsenter) nsenter -t 1 -m -u -i -n -p -- "$@" ;;
+	dbus) "$@" ;;
+	*) die "CRUST_HOST_EXEC must be dbus or nsenter, not $exec_mode" ;;
+	esac
+}
+
+# Node labels, when there is a Kubernetes API to tell (not when run by hand).
+label() {
+	[ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	"$here/bin/kubectl" label node "$NODE_NAME" --overwrite "$label_prefix/runtime=$1" >/dev/null ||
+		log "cannot label node $NODE_NAME $label_prefix/runtime=$1"
+}
+
+# Copies $1 to $2 unless equal; the new file is renamed over the old, so a
+# running crustd or shim keeps its own (old) inode. Says whether it wrote.
+put_file() {
+	if [ -f "$2" ] && cmp -s "$1" "$2"; then
+		return 1
+	fi
+	mkdir -p "$(dirname "$2")"
+	cp "$1" "$2.crust-new"
+	chmod "${3:-0644}" "$2.crust-new"
+	mv -f "$2.crust-new" "$2"
+	return 0
+}
+
+# Keeps the first copy of a host file before crust changes it (a marker
+# when it did not exist), so uninstall restores it byte for byte.
+backup() {
+	saved=$state/backup$1
+	[ -e "$saved" ] || [ -e "$saved.absent" ] && return 0
+	mkdir -p "$(dirname "$saved")"
+	if [ -e "$host$1" ]; then
+		cp -p "$host$1" "$saved"
+	else
+		# The dirs that will be made for it, deepest first, go with it.
+		d=$(dirname "$1")
+		: >"$saved.absent"
+		while [ ! -d "$host$d" ]; do
+			echo "$d" >>"$saved.absent"
+			d=$(dirname "$d")
+		done
+	fi
+	echo "$1" >>"$state/backed-up"
+}
+
+# Sets top-level `key: value` in a YAML file (a KubeletConfiguration, a k3s
+# config): replaces the key's line, or appends one.
+set_yaml_key() {
+	file=$1 key=$2 value=$3
+	mkdir -p "$(dirname "$file")"
+	[ -f "$file" ] || : >"$file"
+	if grep -q "^$key:" "$file"; then
+		sed -i "s|^$key:.*|$key: $value|" "$file"
+	else
+		[ -s "$file" ] && [ "$(tail -c 1 "$file")" != "" ] && echo >>"$file"
+		echo "$key: $value" >>"$file"
+	fi
+}
+
+yaml_value() { sed -n "s|^$2:[[:space:]]*||p" "$1" 2>/dev/null | head -1 | tr -d "\"'"; }
+
+unit_exists() { [ -e "$host/etc/systemd/system/$1" ] || [ -e "$host/lib/systemd/system/$1" ] || [ -e "$host/usr/lib/systemd/system/$1" ]; }
+
+# How kubelet runs here: kubeadm (kubelet.service + /var/lib/kubelet/config.yaml),
+# k3s or rke2 (their own service embeds kubelet).
+detect_distribution() {
+	found=
+	if unit_exists k3s.service || unit_exists k3s-agent.service; then
+		found=k3s
+	elif unit_exists rke2-server.service || unit_exists rke2-agent.service; then
+		found=rke2
+	elif unit_exists kubelet.service && [ -f "$host/var/lib/kubelet/config.yaml" ]; then
+		found=kubeadm
+	fi
+	if [ "$distribution" = auto ]; then
+		[ -n "$found" ] || die "cannot tell how kubelet runs on this node (no kubelet.service with /var/lib/kubelet/config.yaml, no k3s or rke2 unit); set kubelet.distribution"
+		echo "$found"
+	elif [ "$distribution" != "$found" ]; then
+		die "kubelet.distribution is $distribution, but this node looks like ${found:-none of kubeadm, k3s, rke2}: refusing to edit it"
+	else
+		echo "$found"
+	fi
+}
+
+kubelet_unit() {
+	case $1 in
+	kubeadm) echo kubelet.service ;;
+	k3s) if unit_exists k3s.service; then echo k3s.service; else echo k3s-agent.service; fi ;;
+	rke2) if unit_exists rke2-server.service; then echo rke2-server.service; else echo rke2-agent.service; fi ;;
+	esac
+}
+
+# Restarting kubelet kills this installer pod's supervision (its runtime
+# changes), so a host one-shot unit does it, outliving us.
+restart_kubelet() {
+	unit=$1
+	cat >"$host/etc/systemd/system/crust-kubelet-restart.service" <<EOF
+[Unit]
+Description=crust installer: restart $unit on its new container runtime
+[Service]
+Type=oneshot
+ExecStart=/bin/systemctl restart $unit
+EOF
+	on_host systemctl daemon-reload
+	on_host systemctl start crust-kubelet-restart.service
+	rm -f "$host/etc/systemd/system/crust-kubelet-restart.service"
+	on_host systemctl daemon-reload
+}
+
+drain_node() {
+	[ "$drain" = true ] && [ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	"$here/bin/kubectl" cordon "$NODE_NAME"
+	"$here/bin/kubectl" drain "$NODE_NAME" --ignore-daemonsets --delete-emptydir-data \
+		--timeout="${drain_timeout}s"
+}
+
+uncordon_node() {
+	[ "$drain" = true ] && [ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	"$here/bin/kubectl" uncordon "$NODE_NAME" || log "cannot uncordon $NODE_NAME"
+}
+
+switch_kubelet() {
+	[ "$switch" = true ] || return 0
+	dist=$(detect_distribution)
+	if [ -f "$state/kubelet-switched" ]; then
+		log "kubelet ($dist) already runs on crust"
+		return 0
+	fi
+	drain_node
+	case $dist in
+	kubeadm)
+		cfg=/var/lib/kubelet/config.yaml
+		backup $cfg
+		set_yaml_key "$host$cfg" containerRuntimeEndpoint "$endpoint"
+		set_yaml_key "$host$cfg" imageServiceEndpoint "$endpoint"
+		set_yaml_key "$host$cfg" runtimeRequestTimeout "$request_timeout"
+		# Kubelets before 1.27 took the endpoint as a flag from kubeadm.
+		flags=/var/lib/kubelet/kubeadm-flags.env
+		if grep -q -- '--container-runtime-endpoint' "$host$flags" 2>/dev/null; then
+			backup $flags
+			sed -i "s|--container-runtime-endpoint=[^ \"]*|--container-runtime-endpoint=$endpoint|" "$host$flags"
+		fi
+		;;
+	k3s | rke2)
+		cfg=/etc/rancher/$dist/config.yaml
+		backup "$cfg"
+		set_yaml_key "$host$cfg" container-runtime-endpoint "$endpoint"
+		;;
+	esac
+	echo "$dist" >"$state/kubelet-switched"
+	restart_kubelet "$(kubelet_unit "$dist")"
+	uncordon_node
+	log "kubelet ($dist) switched to $endpoint"
+}
+
+# crust must use kubelet's cgroup driver (kubeadm sets systemd).
+match_cgroup_driver() {
+	[ "$switch" = true ] || return 0
+	[ -f "$host/var/lib/kubelet/config.yaml" ] || return 0
+	driver=$(yaml_value "$host/var/lib/kubelet/config.yaml" cgroupDriver)
+	[ -n "$driver" ] || driver=cgroupfs # kubelet's own default
+	printf '# Written by crust-install: kubelet uses the %s cgroup driver.\ncgroup_driver: %s\n' \
+		"$driver" "$driver" >"$tmp/40-kubelet.yaml"
+	put_file "$tmp/40-kubelet.yaml" "$host/etc/crust/config.d/40-kubelet.yaml" && changed=1
+	return 0
+}
+
+wait_ready() {
+	i=0
+	while [ $i -lt 120 ]; do
+		if on_host systemctl is-active --quiet crust.service &&
+			"$here/bin/crustd" status --socket "$host/run/crust/crust.sock" 2>/dev/null | grep -q '^runtime ready: *yes'; then
+			return 0
+		fi
+		i=$((i + 1))
+		sleep 0.5
+	done
+	on_host systemctl status crust.service --no-pager >&2 || true
+	die "crust did not become ready within 60 s"
+}
+
+install() {
+	[ -n "$version" ] || die "CRUST_VERSION is not set"
+	# Refuse a node we would not know how to switch before touching it.
+	[ "$switch" != true ] || detect_distribution >/dev/null
+	label installing
+	mkdir -p "$state"
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	changed=0
+	# Binaries in a versioned dir; `current` swapped atomically.
+	bin=$host/opt/crust/$version/bin
+	for b in crustd crust-shim; do
+		put_file "$here/bin/$b" "$bin/$b" 0755 && changed=1
+	done
+	if [ "$(readlink "$host/opt/crust/current" 2>/dev/null || true)" != "$version" ]; then
+		ln -sfn "$version" "$host/opt/crust/current.new"
+		mv -fT "$host/opt/crust/current.new" "$host/opt/crust/current"
+		changed=1
+	fi
+	echo "$version" >>"$state/versions"
+	# The unit: the package's, run from /opt/crust/current.
+	sed 's|^ExecStart=/usr/bin/crustd|ExecStart=/opt/crust/current/bin/crustd|' \
+		"$here/crust.service" >"$tmp/crust.service"
+	put_file "$tmp/crust.service" "$host/etc/systemd/system/crust.service" && changed=1
+	# The config: defaults once (an admin's edits are theirs), drop-ins ours.
+	if [ ! -e "$host/etc/crust/config.yaml" ]; then
+		mkdir -p "$host/etc/crust"
+		"$here/bin/crustd" config default >"$host/etc/crust/config.yaml"
+		: >"$state/created-config"
+		changed=1
+	fi
+	mkdir -p "$host/etc/crust/config.d"
+	for f in "$config_src"/*.yaml; do
+		[ -f "$f" ] || continue
+		put_file "$f" "$host/etc/crust/config.d/$(basename "$f")" && changed=1
+		basename "$f" >>"$state/dropins"
+	done
+	match_cgroup_driver
+	"$here/bin/crustd" --config "$host/etc/crust/config.yaml" \
+		--config-dir "$host/etc/crust/config.d" config check >/dev/null ||
+		die "the crust config on this node is invalid (see above)"
+	# Enabled by its symlink, made here: `systemctl enable` from inside a
+	# container would edit the container's files, not the host's.
+	wants=$host/etc/systemd/system/multi-user.target.wants
+	mkdir -p "$wants"
+	[ -L "$wants/crust.service" ] || ln -s /etc/systemd/system/crust.service "$wants/crust.service"
+	on_host systemctl daemon-reload
+	if [ "$changed" = 1 ]; then
+		# A restart signals crustd alone (KillMode=process): pods keep running.
+		on_host systemctl restart crust.service
+	else
+		on_host systemctl start crust.service
+	fi
+	wait_ready
+	echo "$version" >"$state/installed"
+	switch_kubelet
+	label ready
+	log "crust $version installed and ready"
+}
+
+uninstall() {
+	label removing
+	if [ -f "$state/kubelet-switched" ]; then
+		dist=$(cat "$state/kubelet-switched")
+		drain_node
+		while read -r path; do
+			if [ -e "$state/backup$path.absent" ]; then
+				rm -f "$host$path"
+				while read -r d; do rmdir "$host$d" 2>/dev/null || true; done <"$state/backup$path.absent"
+			else
+				cp -p "$state/backup$path" "$host$path"
+			fi
+		done <"$state/backed-up"
+		restart_kubelet "$(kubelet_unit "$dist")"
+		uncordon_node
+		log "kubelet ($dist) restored to its previous runtime"
+	fi
+	if unit_exists crust.service; then
+		on_host systemctl stop crust.service || true
+	fi
+	rm -f "$host/etc/systemd/system/multi-user.target.wants/crust.service" \
+		"$host/etc/systemd/system/crust.service"
+	on_host systemctl daemon-reload
+	if [ -f "$state/dropins" ]; then
+		while read -r f; do rm -f "$host/etc/crust/config.d/$f"; done <"$state/dropins"
+	fi
+	rm -f "$host/etc/crust/config.d/40-kubelet.yaml"
+	[ -f "$state/created-config" ] && rm -f "$host/etc/crust/config.yaml"
+	rmdir "$host/etc/crust/config.d" "$host/etc/crust" 2>/dev/null || true
+	if [ -f "$state/versions" ]; then
+		sort -u "$state/versions" | while read -r v; do
+			if [ -n "$v" ]; then rm -rf "$host/opt/crust/$v"; fi
+		done
+	fi
+	rm -f "$host/opt/crust/current"
+	rmdir "$host/opt/crust" 2>/dev/null || true
+	rm -rf "$state"
+	label removed
+	log "crust removed"
+}
+
+probe() {
+	[ "$(cat "$state/installed" 2>/dev/null)" = "$version" ] || return 1
+	on_host systemctl is-active --quiet crust.service || return 1
+	"$here/bin/crustd" status --socket "$host/run/crust/crust.sock" 2>/dev/null | grep -q '^runtime ready: *yes'
+}
+
+probe_uninstalled() {
+	[ ! -e "$state" ] && [ ! -e "$host/etc/systemd/system/crust.service" ] && [ ! -e "$host/opt/crust/current" ]
+}
+
+wait_for_term() {
+	trap 'exit 0' TERM INT
+	while :; do sleep 3600 & wait $! || true; done
+}
+
+case ${1:-} in
+install) install ;;
+uninstall) uninstall ;;
+daemon)
+	install
+	wait_for_term
+	;;
+uninstall-daemon)
+	uninstall
+	wait_for_term
+	;;
+probe) probe ;;
+probe-uninstalled) probe_uninstalled ;;
+*)
+	echo "usage: $0 install|uninstall|daemon|uninstall-daemon|probe|probe-uninstalled" >&2
+	exit 2
+	;;
+esac
