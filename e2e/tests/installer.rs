@@ -248,3 +248,102 @@ fn k3s_node_switch_and_a_distribution_that_does_not_match_is_refused() {
     );
     assert_eq!(tree(&sb), tree_before);
 }
+
+/// The installer image as the DaemonSet runs it, by the node's existing
+/// runtime (Debian's containerd, as on a containerd node): privileged, in
+/// the host's PID namespace, / at /host, host commands through nsenter.
+#[test]
+fn the_installer_image_run_by_containerd_installs_and_removes_crust() {
+    if let Some(why) = crust_e2e::systemd::unavailable() {
+        eprintln!("SKIPPED: no systemd sandbox here: {why}");
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let registry = crust_e2e::test_images()["registry"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let version = "0.1.0-e2e";
+    let built = std::process::Command::new(repo.join("hack/build-installer-image.py"))
+        .arg(&registry)
+        .arg("--bin")
+        .arg(crust_e2e::crustd_binary().parent().unwrap())
+        .args(["--strip", "--version", version])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "build-installer-image.py: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let image = format!("{registry}/crust/installer:{version}");
+
+    let sb = Sandbox::boot();
+    write(
+        &sb,
+        "/etc/containerd-e2e.toml",
+        "version = 2\nroot = \"/var/lib/containerd-e2e\"\nstate = \"/run/containerd-e2e\"\n\
+         [grpc]\n  address = \"/run/containerd-e2e/containerd.sock\"\n",
+    );
+    write(
+        &sb,
+        "/etc/crust-e2e/config.d/50-helm.yaml",
+        "metrics:\n  address: 127.0.0.1:0\n",
+    );
+    sb.ok(
+        "systemd-run --unit=containerd-e2e /usr/bin/containerd --config /etc/containerd-e2e.toml",
+    );
+    let ctr = "ctr -a /run/containerd-e2e/containerd.sock";
+    let mut up = false;
+    for _ in 0..100 {
+        if sb.sh(&format!("{ctr} version")).code == 0 {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(up, "containerd did not start");
+    sb.ok(&format!("{ctr} image pull --plain-http {image}"));
+    // overlayfs cannot sit on the sandbox's overlay root: native snapshots.
+    let run = |name: &str, command: &str| {
+        sb.sh(&format!(
+            "{ctr} run --rm --snapshotter native --privileged --net-host \
+             --with-ns pid:/proc/1/ns/pid \
+             --mount type=bind,src=/,dst=/host,options=rbind:rw \
+             --mount type=bind,src=/etc/crust-e2e/config.d,dst=/crust-installer/config.d,options=rbind:ro \
+             --env CRUST_HOST_EXEC=nsenter --env CRUST_HOST_ROOT=/host \
+             {image} {name} /crust-installer/install.sh {command}"
+        ))
+    };
+    let out = run("install", "install");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("crust {version} installed and ready")),
+        "{out:?}"
+    );
+    // On the host: the unit from the image's binaries, serving CRI.
+    assert_eq!(sb.ok("systemctl is-active crust"), "active");
+    assert_eq!(sb.ok("readlink /opt/crust/current"), version);
+    let status = sb.ok("/opt/crust/current/bin/crustd status");
+    assert!(status.contains("runtime ready: yes"), "{status}");
+    assert_eq!(run("probe", "probe").code, 0, "the probe passes");
+    // The chart's drop-in is in place.
+    assert_eq!(
+        sb.ok("cat /etc/crust/config.d/50-helm.yaml"),
+        "metrics:\n  address: 127.0.0.1:0"
+    );
+
+    let out = run("uninstall", "uninstall");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(run("gone", "probe-uninstalled").code, 0);
+    assert_ne!(sb.sh("systemctl is-active crust").stdout, "active");
+    for path in [
+        "/opt/crust",
+        "/etc/crust",
+        "/etc/systemd/system/crust.service",
+        "/var/lib/crust-install",
+    ] {
+        assert!(!sb.path(path).exists(), "{path} left");
+    }
+}
