@@ -324,7 +324,10 @@ uninstall() {
 	fi
 	rm -f "$host/opt/crust/current"
 	rmdir "$host/opt/crust" 2>/dev/null || true
-	rm -rf "$state"
+	# Emptied, then removed where it is not a mount point (the chart's
+	# hostPath for it is).
+	rm -rf "${state:?}"/*
+	rmdir "$state" 2>/dev/null || true
 	label removed
 	log "crust removed"
 }
@@ -336,7 +339,8 @@ probe() {
 }
 
 probe_uninstalled() {
-	[ ! -e "$state" ] && [ ! -e "$host/etc/systemd/system/crust.service" ] && [ ! -e "$host/opt/crust/current" ]
+	[ ! -e "$state/installed" ] && [ ! -e "$host/etc/systemd/system/crust.service" ] &&
+		[ ! -e "$host/opt/crust/current" ]
 }
 
 wait_for_term() {

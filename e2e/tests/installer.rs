@@ -305,18 +305,53 @@ fn the_installer_image_run_by_containerd_installs_and_removes_crust() {
     assert!(up, "containerd did not start");
     sb.ok(&format!("{ctr} image pull --plain-http {image}"));
     // overlayfs cannot sit on the sandbox's overlay root: native snapshots.
+    // Both of the chart's host access modes: `dbus` (the default) has only
+    // the installer's own host paths and the host's /run/systemd, in the
+    // host's PID namespace (systemd's private socket refuses a peer whose
+    // PID it cannot see), unprivileged; `nsenter` is privileged with / at
+    // /host.
+    sb.ok("mkdir -p /opt/crust /etc/crust /var/lib/crust-install /run/crust");
+    let mode = std::cell::Cell::new("dbus");
     let run = |name: &str, command: &str| {
+        let access = if mode.get() == "dbus" {
+            let mut m: String = [
+                "/opt/crust",
+                "/etc/crust",
+                "/etc/systemd/system",
+                "/var/lib/crust-install",
+                "/run/crust",
+            ]
+            .iter()
+            .map(|p| format!(" --mount type=bind,src={p},dst=/host{p},options=rbind:rw"))
+            .collect();
+            m.push_str(" --mount type=bind,src=/run/systemd,dst=/run/systemd,options=rbind:rw");
+            m
+        } else {
+            " --privileged --mount type=bind,src=/,dst=/host,options=rbind:rw".to_string()
+        };
         sb.sh(&format!(
-            "{ctr} run --rm --snapshotter native --privileged --net-host \
-             --with-ns pid:/proc/1/ns/pid \
-             --mount type=bind,src=/,dst=/host,options=rbind:rw \
+            "{ctr} run --rm --snapshotter native --net-host \
+             --with-ns pid:/proc/1/ns/pid {access} \
              --mount type=bind,src=/etc/crust-e2e/config.d,dst=/crust-installer/config.d,options=rbind:ro \
-             --env CRUST_HOST_EXEC=nsenter --env CRUST_HOST_ROOT=/host \
-             {image} {name} /crust-installer/install.sh {command}"
+             --env CRUST_HOST_EXEC={} --env CRUST_HOST_ROOT=/host \
+             {image} {name} /crust-installer/install.sh {command}",
+            mode.get()
         ))
     };
+    for access in ["dbus", "nsenter"] {
+        mode.set(access);
+        installed_and_removed(&sb, &run, version, access);
+    }
+}
+
+fn installed_and_removed(
+    sb: &Sandbox,
+    run: &dyn Fn(&str, &str) -> crust_e2e::systemd::Run,
+    version: &str,
+    access: &str,
+) {
     let out = run("install", "install");
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 0, "{access}: {out:?}");
     assert!(
         out.stderr
             .contains(&format!("crust {version} installed and ready")),
@@ -335,15 +370,17 @@ fn the_installer_image_run_by_containerd_installs_and_removes_crust() {
     );
 
     let out = run("uninstall", "uninstall");
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(run("gone", "probe-uninstalled").code, 0);
+    assert_eq!(out.code, 0, "{access}: {out:?}");
+    let gone = run("gone", "probe-uninstalled");
+    assert_eq!(gone.code, 0, "{access}: {gone:?}");
     assert_ne!(sb.sh("systemctl is-active crust").stdout, "active");
-    for path in [
-        "/opt/crust",
-        "/etc/crust",
-        "/etc/systemd/system/crust.service",
-        "/var/lib/crust-install",
-    ] {
-        assert!(!sb.path(path).exists(), "{path} left");
-    }
+    // Everything in the dirs is gone; the dirs themselves are the
+    // hostPath mounts' (DirectoryOrCreate), left for the next install.
+    let left = sb.ok(
+        "find /opt/crust /etc/crust /var/lib/crust-install -mindepth 1; \
+         ls /etc/systemd/system /etc/systemd/system/multi-user.target.wants 2>/dev/null \
+         | grep -E '^crust(\\.service|-kubelet)' || true",
+    );
+    assert!(left.is_empty(), "{access}: left: {left}");
+    sb.ok("mkdir -p /opt/crust /etc/crust /var/lib/crust-install /run/crust");
 }
