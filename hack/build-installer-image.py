@@ -26,6 +26,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
+sys.dont_write_bytecode = True  # no __pycache__ in hack/
 spec = importlib.util.spec_from_file_location(
     "test_images", os.path.join(HERE, "build-test-images.py"))
 images = importlib.util.module_from_spec(spec)

@@ -54,3 +54,6 @@ if ! "$grpcio_venv/bin/python" -c "import grpc, sys; sys.exit(grpc.__version__ !
   /usr/bin/python3 -m venv "$grpcio_venv"
   "$grpcio_venv/bin/pip" install --quiet "grpcio==$grpcio_version"
 fi
+
+# Helm, kubectl, kubernetes-validate and shellcheck for the chart's tests.
+"$(dirname "$0")/install-chart-tools.sh"

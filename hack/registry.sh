@@ -14,7 +14,7 @@ AUTH_PASS=crust-secret
 port_of() { [[ $1 == plain ]] && echo 5099 || echo 5098; }
 
 # curl options that the instance needs to answer /v2/.
-curl_auth() { [[ $1 == auth ]] && echo "-u $AUTH_USER:$AUTH_PASS" || true; }
+curl_auth() { if [[ $1 == auth ]]; then echo "-u $AUTH_USER:$AUTH_PASS"; fi; }
 
 # Write the instance's config. Nothing in it points at another host: no
 # notifications, no proxy (pull-through cache), no redis, no reporting.

@@ -148,7 +148,7 @@ EOF
   ) &
   unshare_pid=$!
   for _ in $(seq 100); do
-    child=$(cat "/proc/$unshare_pid/task/$unshare_pid/children" 2>/dev/null | awk '{print $1}')
+    child=$(awk '{print $1}' "/proc/$unshare_pid/task/$unshare_pid/children" 2>/dev/null)
     [[ -n $child ]] && break
     sleep 0.05
   done
