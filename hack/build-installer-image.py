@@ -100,7 +100,10 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "target/release"),
                     help="where crustd and crust-shim are (default target/release)")
     ap.add_argument("--version", default="0.1.0")
-    ap.add_argument("--kubectl", help="a static kubectl to include")
+    tools = os.environ.get("CRUST_CHART_TOOLS", "/var/tmp/crust-chart-tools")
+    kubectl = os.path.join(tools, "bin/kubectl")
+    ap.add_argument("--kubectl", default=kubectl if os.path.exists(kubectl) else None,
+                    help="a static kubectl to include (default: hack/install-chart-tools.sh's)")
     ap.add_argument("--strip", action="store_true",
                     help="strip crustd and crust-shim first (for debug builds)")
     args = ap.parse_args()

@@ -156,15 +156,19 @@ EOF
 	on_host systemctl daemon-reload
 }
 
+# Before kubelet changes runtime: no new pods (cordon), and with
+# CRUST_DRAIN the running ones moved elsewhere (they would be orphaned on
+# the old runtime). Needs the Kubernetes API (not when run by hand).
 drain_node() {
-	[ "$drain" = true ] && [ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	[ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
 	"$here/bin/kubectl" cordon "$NODE_NAME"
+	[ "$drain" = true ] || return 0
 	"$here/bin/kubectl" drain "$NODE_NAME" --ignore-daemonsets --delete-emptydir-data \
 		--timeout="${drain_timeout}s"
 }
 
 uncordon_node() {
-	[ "$drain" = true ] && [ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	[ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
 	"$here/bin/kubectl" uncordon "$NODE_NAME" || log "cannot uncordon $NODE_NAME"
 }
 
