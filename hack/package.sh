@@ -49,6 +49,10 @@ for page in crustd.8 crust-shim.8; do
   gzip -9n < "$repo/packaging/man/$page" > "$stage/usr/share/man/man8/$page.gz"
 done
 install -m 0644 "$repo/packaging/lintian-overrides" "$stage/usr/share/lintian/overrides/crust"
+install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions"
+"$bin/crustd" completions bash > "$stage/usr/share/bash-completion/completions/crustd"
+"$bin/crustd" completions zsh > "$stage/usr/share/zsh/vendor-completions/_crustd"
+chmod 0644 "$stage/usr/share/bash-completion/completions/crustd" "$stage/usr/share/zsh/vendor-completions/_crustd"
 install -m 0755 "$repo/packaging/debian/postinst" "$repo/packaging/debian/prerm" \
   "$repo/packaging/debian/postrm" "$stage/DEBIAN/"
 echo /etc/crust/config.yaml > "$stage/DEBIAN/conffiles"

@@ -150,12 +150,29 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
         "/etc/crust/config.d/50-e2e.yaml",
         "metrics:\n  address: 127.0.0.1:0\n",
     );
+    // lintian (Debian's package checker, from install-deps) finds nothing.
+    let lint = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(&first)
+        .output()
+        .expect("lintian (hack/install-deps.sh installs it)");
+    let findings = String::from_utf8_lossy(&lint.stdout).into_owned();
+    assert!(
+        lint.status.success() && findings.trim().is_empty(),
+        "lintian: {findings}{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
     put(&sb, &first, "/root/crust.deb");
     put(&sb, &upgrade, "/root/crust-upgrade.deb");
 
     // dpkg -i: postinst enables and starts the unit.
     sb.ok("dpkg -i /root/crust.deb");
     assert_eq!(sb.ok("systemctl is-enabled crust"), "enabled");
+    assert!(
+        sb.ok("bash -c '. /usr/share/bash-completion/completions/crustd && complete -p crustd'")
+            .contains("_crustd"),
+        "bash completion installed"
+    );
     let verify = sb.sh("systemd-analyze verify /lib/systemd/system/crust.service");
     let complaints: Vec<&str> = verify
         .stderr

@@ -77,6 +77,12 @@ enum Command {
     /// Preflight: check this node's kernel and setup for crust, one
     /// OK/WARN/FAIL line each. Needs no running crustd; exits 1 on a FAIL.
     Check,
+    /// Print a shell completion script (the package installs bash's and
+    /// zsh's).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +109,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Completions { shell }) = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut command, "crustd", &mut script);
+        // A reader that stops early (`| head`) is fine.
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(ExitCode::SUCCESS),
+        };
+    }
     if let Some(Command::PodInit {
         pod,
         userns,
