@@ -1290,3 +1290,28 @@ fn runtime_class_examples_schedule_on_ready_nodes() {
     assert_eq!(plain["handler"], made["handler"]);
     assert_eq!(plain["scheduling"], made["scheduling"]);
 }
+
+#[test]
+fn chart_declares_the_kubernetes_versions_it_is_validated_at() {
+    // Chart.yaml's kubeVersion admits exactly the range validated above
+    // (from 1.30 on): helm refuses an older cluster before rendering.
+    for version in KUBE_VERSIONS {
+        let out = helm(&[
+            "template",
+            RELEASE,
+            "charts/crust",
+            "--kube-version",
+            &format!("{version}.0"),
+        ]);
+        assert!(out.status.success(), "{version}: {}", text(&out));
+    }
+    let out = helm(&[
+        "template",
+        RELEASE,
+        "charts/crust",
+        "--kube-version",
+        "1.29.9",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("kubeVersion"), "{}", text(&out));
+}
