@@ -1409,6 +1409,34 @@ async fn recursive_read_only_mounts_cover_submounts() {
 }
 
 #[tokio::test]
+async fn a_missing_host_path_is_made_a_directory_as_containerd_does() {
+    let crustd = Crustd::start().await;
+    let mut c = ready(&crustd).await;
+    let missing = host_dir(&crustd, "hostpaths").join("made/by/crust");
+    assert!(!missing.exists());
+    let pod_cfg = k8s_pod(&crustd, "hostpaths");
+    let pod = c.run_pod(&pod_cfg).await;
+    let mut config = sleeper("writer", Default::default());
+    config.mounts = vec![bind("/data", &missing, false)];
+    let id = c.run_container(&pod, &pod_cfg, config).await;
+    assert_eq!(
+        sh(&mut c, &id, "echo hi > /data/f && echo ok").await.stdout,
+        "ok"
+    );
+    assert_eq!(std::fs::read_to_string(missing.join("f")).unwrap(), "hi\n");
+    let mode = std::fs::metadata(&missing).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
+    // A relative or `..` path is still refused, never created.
+    let mut bad = sleeper("bad", Default::default());
+    bad.mounts = vec![cri::Mount {
+        host_path: format!("{}/../escape", missing.display()),
+        ..bind("/data", &missing, false)
+    }];
+    let _ = c.create_container(&pod, &pod_cfg, bad).await;
+    assert!(!missing.parent().unwrap().join("escape").exists());
+}
+
+#[tokio::test]
 async fn mount_options_tighten_a_bind_and_loosening_ones_are_refused() {
     let crustd = Crustd::start().await;
     let mut c = ready(&crustd).await;

@@ -302,6 +302,7 @@ impl Pods {
         bundle: &Path,
         record: &mut ContainerRecord,
     ) -> Result<(), RuntimeError> {
+        create_missing_host_paths(config)?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -1175,6 +1176,39 @@ impl Pods {
         };
         Ok((sandbox, usage))
     }
+}
+
+/// A bind mount's host path that does not exist is made a directory
+/// (0755), as containerd and CRI-O do (Docker's behaviour, which kubelet
+/// relies on for hostPath volumes without a type). Only plain absolute
+/// paths: anything else is left for crust-spec to refuse with its reason.
+fn create_missing_host_paths(config: &cri::ContainerConfig) -> Result<(), RuntimeError> {
+    for m in &config.mounts {
+        if m.image.is_some() || m.host_path.is_empty() {
+            continue;
+        }
+        let path = Path::new(&m.host_path);
+        let plain = path.is_absolute()
+            && !m.host_path.contains('\0')
+            && path
+                .components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if !plain || std::fs::symlink_metadata(path).is_ok() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(|e| {
+                RuntimeError::InvalidArgument(format!(
+                    "mount host_path {}: it does not exist and cannot be created: {e}",
+                    m.host_path
+                ))
+            })?;
+        tracing::info!(host_path = %m.host_path, "created a missing host path for a bind mount");
+    }
+    Ok(())
 }
 
 /// CRI's shape of one resource's PSI.
