@@ -206,6 +206,15 @@ switch_kubelet() {
 	log "kubelet ($dist) switched to $endpoint"
 }
 
+# Whether kubelet (kubeadm's, k3s's or rke2's) is configured for crust's socket.
+kubelet_uses_crust() {
+	for f in /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env \
+		/etc/rancher/k3s/config.yaml /etc/rancher/rke2/config.yaml; do
+		grep -qs -- "$endpoint" "$host$f" && return 0
+	done
+	return 1
+}
+
 # crust must use kubelet's cgroup driver (kubeadm sets systemd).
 match_cgroup_driver() {
 	[ "$switch" = true ] || return 0
@@ -288,7 +297,14 @@ install() {
 	wait_ready
 	echo "$version" >"$state/installed"
 	switch_kubelet
-	label ready
+	# `ready` (what the RuntimeClasses select) only where kubelet runs its
+	# pods on crust: elsewhere a pod of a crust RuntimeClass would land on
+	# a kubelet whose runtime has no such handler.
+	if kubelet_uses_crust; then
+		label ready
+	else
+		label installed
+	fi
 	log "crust $version installed and ready"
 }
 

@@ -41,6 +41,13 @@ fn stage_installer(sb: &Sandbox) {
     );
     copy(&bin.join("crustd"), "/crust-installer/bin/crustd");
     copy(&bin.join("crust-shim"), "/crust-installer/bin/crust-shim");
+    // kubectl as the installer calls it (labels, cordon): a recorder.
+    write(
+        sb,
+        "/crust-installer/bin/kubectl",
+        "#!/bin/sh\necho \"$*\" >> /var/log/kubectl-calls\n",
+    );
+    sb.ok("chmod 755 /crust-installer/bin/kubectl");
     // The chart's drop-in: metrics off the host's shared port.
     write(
         sb,
@@ -101,9 +108,30 @@ fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
     let tree_before = tree(&sb);
     let kubelet_pid = main_pid(&sb, "kubelet");
 
-    let env = "CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true";
+    // First without the switch: crust installed, kubelet untouched, and
+    // the node not `ready` (kubelet does not run on crust yet).
+    let api = "KUBERNETES_SERVICE_HOST=10.0.0.1 NODE_NAME=node1";
+    let run = installer(&sb, &format!("{api} CRUST_VERSION=0.1.0"), "install");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(hashes(&sb, &kubelet_files), original, "no switch asked");
+    assert_eq!(
+        sb.ok("cat /var/log/kubectl-calls"),
+        "label node node1 --overwrite crust.dev/runtime=installing\n\
+         label node node1 --overwrite crust.dev/runtime=installed"
+    );
+    sb.ok("rm /var/log/kubectl-calls");
+
+    let env = &format!("{api} CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true");
     let run = installer(&sb, env, "install");
     assert_eq!(run.code, 0, "{run:?}");
+    // Cordoned around the switch, `ready` after it.
+    assert_eq!(
+        sb.ok("cat /var/log/kubectl-calls"),
+        "label node node1 --overwrite crust.dev/runtime=installing\n\
+         cordon node1\n\
+         uncordon node1\n\
+         label node node1 --overwrite crust.dev/runtime=ready"
+    );
     // crust runs from the versioned dir, as the unit.
     assert_eq!(sb.ok("readlink /opt/crust/current"), "0.1.0");
     assert!(sb.path("/opt/crust/0.1.0/bin/crust-shim").exists());
