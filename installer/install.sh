@@ -6,7 +6,8 @@
 # under the image's busybox as under a host's dash or bash.
 #
 #   install.sh install            install (idempotent), switch kubelet if asked, label the node
-#   install.sh uninstall          restore kubelet, stop and remove crust, remove the labels
+#   install.sh uninstall          restore kubelet, remove crust's pods, crust and its data, the labels
+#   install.sh uninstall-host     (the host half of uninstall, run by crust-uninstall.service)
 #   install.sh daemon             install, then wait for SIGTERM (keeps crust installed)
 #   install.sh uninstall-daemon   uninstall, then wait for SIGTERM
 #   install.sh probe              exit 0 when crust is installed, active and CRI-ready
@@ -321,35 +322,75 @@ uninstall() {
 				cp -p "$state/backup$path" "$host$path"
 			fi
 		done <"$state/backed-up"
+		rm -f "$state/kubelet-switched"
 		restart_kubelet "$(kubelet_unit "$dist")"
 		uncordon_node
 		log "kubelet ($dist) restored to its previous runtime"
 	fi
-	if unit_exists crust.service; then
-		on_host systemctl stop crust.service || true
-	fi
-	rm -f "$host/etc/systemd/system/multi-user.target.wants/crust.service" \
-		"$host/etc/systemd/system/crust.service"
+	# The rest runs on the host, from a one-shot unit: where kubelet ran on
+	# crust, this installer is itself one of the pods the wipe removes (the
+	# installer pod kubelet starts on its restored runtime then finds
+	# nothing left to do).
+	mkdir -p "$state"
+	cp "$here/install.sh" "$state/install.sh"
+	cat >"$host/etc/systemd/system/crust-uninstall.service" <<EOF
+[Unit]
+Description=crust installer: remove crust from this node
+[Service]
+Type=oneshot
+Environment=CRUST_HOST_ROOT=/ CRUST_HOST_EXEC=dbus
+ExecStart=/bin/sh /var/lib/crust-install/install.sh uninstall-host
+EOF
 	on_host systemctl daemon-reload
-	if [ -f "$state/dropins" ]; then
-		while read -r f; do rm -f "$host/etc/crust/config.d/$f"; done <"$state/dropins"
-	fi
-	rm -f "$host/etc/crust/config.d/40-kubelet.yaml"
-	[ -f "$state/created-config" ] && rm -f "$host/etc/crust/config.yaml"
-	rmdir "$host/etc/crust/config.d" "$host/etc/crust" 2>/dev/null || true
-	if [ -f "$state/versions" ]; then
-		sort -u "$state/versions" | while read -r v; do
-			if [ -n "$v" ]; then rm -rf "$host/opt/crust/$v"; fi
-		done
-	fi
-	rm -f "$host/opt/crust/current"
-	rmdir "$host/opt/crust" 2>/dev/null || true
-	# Emptied, then removed where it is not a mount point (the chart's
-	# hostPath for it is).
-	rm -rf "${state:?}"/*
-	rmdir "$state" 2>/dev/null || true
+	on_host systemctl start crust-uninstall.service ||
+		die "removing crust failed: journalctl -u crust-uninstall"
 	label removed
 	log "crust removed"
+}
+
+# On the host, as root (crust-uninstall.service): every pod of crust
+# removed through CRI (containers stopped, networks and mounts gone), then
+# crust's unit, files and data.
+uninstall_host() {
+	if systemctl is-active --quiet crust.service && [ -x /opt/crust/current/bin/crustd ]; then
+		/opt/crust/current/bin/crustd wipe --socket /run/crust/crust.sock ||
+			log "wipe failed; stopping crust with what is left"
+	fi
+	systemctl stop crust.service || true
+	rm -f /etc/systemd/system/multi-user.target.wants/crust.service \
+		/etc/systemd/system/crust.service
+	if [ -f "$state/dropins" ]; then
+		while read -r f; do rm -f "/etc/crust/config.d/$f"; done <"$state/dropins"
+	fi
+	rm -f /etc/crust/config.d/40-kubelet.yaml
+	if [ -f "$state/created-config" ]; then rm -f /etc/crust/config.yaml; fi
+	rmdir /etc/crust/config.d /etc/crust 2>/dev/null || true
+	if [ -f "$state/versions" ]; then
+		sort -u "$state/versions" | while read -r v; do
+			if [ -n "$v" ]; then rm -rf "/opt/crust/$v"; fi
+		done
+	fi
+	rm -f /opt/crust/current
+	rmdir /opt/crust 2>/dev/null || true
+	# crust's data, once nothing is mounted there but crustd's read-only
+	# copies of its own binaries (left mounted after it stops).
+	awk 'index($5, "/run/crust/bin/") == 1 { print $5 }' /proc/self/mountinfo |
+		while read -r m; do umount "$m" || true; done
+	for dir in /var/lib/crust /run/crust; do
+		[ -d "$dir" ] || continue
+		if awk -v d="$dir" 'index($5, d "/") == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+			log "$dir still has mounts; left in place"
+			continue
+		fi
+		rm -rf "${dir:?}"/*
+		rmdir "$dir" 2>/dev/null || true
+	done
+	# Emptied, then removed where it is not a mount point (the chart's
+	# hostPath for it is); this script's own file goes with it.
+	rm -rf "${state:?}"/*
+	rmdir "$state" 2>/dev/null || true
+	rm -f /etc/systemd/system/crust-uninstall.service
+	systemctl daemon-reload
 }
 
 probe() {
@@ -371,6 +412,7 @@ wait_for_term() {
 case ${1:-} in
 install) install ;;
 uninstall) uninstall ;;
+uninstall-host) uninstall_host ;;
 daemon)
 	install
 	wait_for_term

@@ -91,8 +91,8 @@ fn fake_kubeadm_node(sb: &Sandbox) {
     sb.ok("systemctl daemon-reload && systemctl start kubelet");
 }
 
-#[test]
-fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
+#[tokio::test]
+async fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
     if let Some(why) = crust_e2e::systemd::unavailable() {
         eprintln!("SKIPPED: no systemd sandbox here: {why}");
         return;
@@ -199,7 +199,43 @@ fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
     assert_ne!(main_pid(&sb, "crust"), crust_pid, "upgrade restarted crust");
     assert_eq!(installer(&sb, env2, "probe").code, 0);
 
-    // Uninstall restores the node.
+    // A pod on the installed crust (as kubelet would run on it now).
+    write(
+        &sb,
+        "/etc/cni/net.d/10-lo.conflist",
+        r#"{"cniVersion":"1.0.0","name":"lo-only","plugins":[{"type":"loopback"}]}"#,
+    );
+    let mut c = crust_e2e::CriClient::connect(&sb.path("/run/crust/crust.sock")).await;
+    c.pull(&crust_e2e::image_ref("crust-test/busybox:latest"))
+        .await
+        .unwrap();
+    let pod_cfg = crust_e2e::cri::PodSandboxConfig {
+        metadata: Some(crust_e2e::cri::PodSandboxMetadata {
+            name: "left".into(),
+            uid: "left-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        linux: Some(crust_e2e::cri::LinuxPodSandboxConfig {
+            cgroup_parent: "kubepods-besteffort-podleft.slice".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = c.run_pod(&pod_cfg).await;
+    c.run_container(
+        &pod,
+        &pod_cfg,
+        crust_e2e::container_config(
+            "sleeper",
+            &crust_e2e::image_ref("crust-test/busybox:latest"),
+            &["sleep", "3600"],
+        ),
+    )
+    .await;
+    drop(c);
+
+    // Uninstall restores the node, and removes crust's pods and data.
     let run = installer(&sb, env2, "uninstall");
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
@@ -216,8 +252,27 @@ fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
         "everything the install added is gone"
     );
     assert_eq!(installer(&sb, env2, "probe-uninstalled").code, 0);
-    let left = sb.ok("cat /proc/[0-9]*/comm 2>/dev/null | grep -E '^(crustd|crust-shim)$' || true");
-    assert!(left.is_empty(), "processes left: {left}");
+    // The pod's `sleep 3600` and crust's processes (the fake kubelet is
+    // a `sleep infinity`).
+    let left = sb.ok(
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done \
+         | grep -E '^(sleep 3600|[^ ]*crustd|[^ ]*crust-shim)' || true",
+    );
+    assert!(
+        left.is_empty(),
+        "processes left: {left}\n{}",
+        sb.sh("journalctl -u crust-uninstall --no-pager | tail -20; ps -ef")
+            .stdout
+    );
+    let mounts = sb.ok("grep -E ' /(run|var/lib)/crust/' /proc/self/mountinfo || true");
+    assert!(mounts.is_empty(), "mounts left: {mounts}");
+    let data = sb.ok("ls -A /var/lib/crust; ls -d /run/crust 2>/dev/null || true");
+    assert!(data.is_empty(), "crust's data left: {data}");
+    assert!(
+        !sb.path("/etc/systemd/system/crust-uninstall.service")
+            .exists(),
+        "the uninstall unit removes itself"
+    );
 }
 
 #[test]
@@ -399,6 +454,8 @@ fn installed_and_removed(
 
     let out = run("uninstall", "uninstall");
     assert_eq!(out.code, 0, "{access}: {out:?}");
+    // The dirs the mounts need (kubelet's hostPath DirectoryOrCreate).
+    sb.ok("mkdir -p /opt/crust /etc/crust /var/lib/crust-install /run/crust");
     let gone = run("gone", "probe-uninstalled");
     assert_eq!(gone.code, 0, "{access}: {gone:?}");
     assert_ne!(sb.sh("systemctl is-active crust").stdout, "active");

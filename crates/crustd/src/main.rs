@@ -7,6 +7,7 @@ mod logging;
 mod preflight;
 mod socket;
 mod status;
+mod wipe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,14 @@ enum Command {
     /// Preflight: check this node's kernel and setup for crust, one
     /// OK/WARN/FAIL line each. Needs no running crustd; exits 1 on a FAIL.
     Check,
+    /// Stop and remove every pod of the running crustd (before removing
+    /// crust from a node). Exits 1 when it cannot be reached.
+    Wipe {
+        /// The CRI socket (a path or unix:///path); default: the config's
+        /// `socket`.
+        #[arg(long, visible_alias = "endpoint", value_name = "SOCKET")]
+        socket: Option<String>,
+    },
     /// Print a shell completion script (the package installs bash's and
     /// zsh's).
     Completions {
@@ -154,6 +163,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status::run(&status::socket_from_flag(socket)?)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Wipe {
+            socket: Some(socket),
+        }) => {
+            wipe::run(&status::socket_from_flag(socket)?)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let sources = ConfigSources::new(cli.config.as_deref(), cli.config_dir.as_deref());
@@ -176,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: ConfigAction::Dump,
         }) => print!("{}", loaded.annotated_yaml()),
         Some(Command::Status { socket: None }) => status::run(&loaded.config.socket)?,
+        Some(Command::Wipe { socket: None }) => wipe::run(&loaded.config.socket)?,
         _ => {
             logging::init(&loaded.config.log)?;
             daemon::run(loaded.config)?;

@@ -33,6 +33,11 @@ pub fn socket_from_flag(value: &str) -> anyhow::Result<PathBuf> {
 /// A channel to the CRI socket, or why there is none in words an operator
 /// can act on (no socket, nobody listening, not allowed).
 pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
+    connect_with_timeout(socket, CALL_TIMEOUT).await
+}
+
+/// [`connect`], with `timeout` for each call instead of status's few seconds.
+pub async fn connect_with_timeout(socket: &Path, timeout: Duration) -> anyhow::Result<Channel> {
     // A plain connect first: tonic's error for a dead socket is a
     // transport error chain, not a reason.
     if let Err(e) = tokio::net::UnixStream::connect(socket).await {
@@ -58,7 +63,7 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
     // The URI is required by tonic but unused: the connector dials the socket.
     Endpoint::from_static("http://[::]:50051")
         .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
+        .timeout(timeout)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
