@@ -894,6 +894,12 @@ fn rbac_is_nodes_get_patch_and_eviction_only_with_drain() {
         vec!["nodes".to_string()],
         vec!["get".to_string(), "patch".to_string()],
     );
+    // The cleanup Job's (cleanup.enabled, the default).
+    let list = (
+        vec![String::new()],
+        vec!["nodes".to_string()],
+        vec!["list".to_string()],
+    );
     for name in [
         "defaults",
         "nsenter",
@@ -902,12 +908,20 @@ fn rbac_is_nodes_get_patch_and_eviction_only_with_drain() {
         "handlers",
     ] {
         let r = Render::of(case(name));
-        assert_eq!(r.cluster_role_rules(), vec![nodes.clone()], "{name}");
+        assert_eq!(
+            r.cluster_role_rules(),
+            vec![nodes.clone(), list.clone()],
+            "{name}"
+        );
         assert!(!r.text.contains("pods/eviction"), "{name}");
     }
     // drain without the switch drains nothing: no extra rights.
     let r = Render::with(&["--set".into(), "kubelet.drain=true".into()]);
+    assert_eq!(r.cluster_role_rules(), vec![nodes.clone(), list.clone()]);
+    // Without the cleanup Job, nodes are never listed.
+    let r = Render::with(&["--set".into(), "cleanup.enabled=false".into()]);
     assert_eq!(r.cluster_role_rules(), vec![nodes.clone()]);
+    assert!(r.all("Job").is_empty());
 
     for name in ["switch-drain", "uninstall-nsenter-switch-drain"] {
         let r = Render::of(case(name));
@@ -923,7 +937,8 @@ fn rbac_is_nodes_get_patch_and_eviction_only_with_drain() {
         assert!(has("", "pods", &["get", "list"]), "{name}: {rules:?}");
         assert!(has("", "pods/eviction", &["create"]), "{name}: {rules:?}");
         assert!(has("apps", "daemonsets", &["get"]), "{name}: {rules:?}");
-        assert_eq!(rules.len(), 4, "{name}: {rules:?}");
+        assert!(rules.contains(&list), "{name}: {rules:?}");
+        assert_eq!(rules.len(), 5, "{name}: {rules:?}");
         assert!(
             !rules
                 .iter()
@@ -1235,10 +1250,10 @@ fn config_drop_in_is_rendered_from_values_and_crustd_accepts_it() {
 
 /// The regeneration command manifests/README.md documents.
 const REGENERATE: &str = "{ printf '%s\\n' \
-\"# Generated: helm template crust charts/crust --namespace kube-system\" \
+\"# Generated: helm template crust charts/crust --namespace kube-system --no-hooks\" \
 \"# (the chart's default values). Do not edit: change the chart and\" \
 \"# regenerate (manifests/README.md); e2e/tests/chart.rs checks they agree.\"; \
-/var/tmp/crust-chart-tools/bin/helm template crust charts/crust --namespace kube-system; } > manifests/crust.yaml";
+/var/tmp/crust-chart-tools/bin/helm template crust charts/crust --namespace kube-system --no-hooks; } > manifests/crust.yaml";
 
 #[test]
 fn manifests_are_the_chart_rendered_with_defaults() {
@@ -1248,7 +1263,9 @@ fn manifests_are_the_chart_rendered_with_defaults() {
         header.lines().all(|l| l.starts_with('#')) && header.contains("helm template"),
         "manifests/crust.yaml: a comment header, then the render:\n{header}"
     );
-    let rendered = template_text(&[]);
+    // Without Helm's hooks: kubectl would run the pre-delete cleanup Job
+    // at once.
+    let rendered = template_text(&["--no-hooks".to_string()]);
     if body != rendered {
         let first = body
             .lines()
@@ -1263,7 +1280,7 @@ fn manifests_are_the_chart_rendered_with_defaults() {
     }
     // And the README says the same command.
     let readme = std::fs::read_to_string(repo().join("manifests/README.md")).unwrap();
-    assert!(readme.contains("helm template crust charts/crust --namespace kube-system"));
+    assert!(readme.contains("helm template crust charts/crust --namespace kube-system --no-hooks"));
 }
 
 #[test]
@@ -1314,4 +1331,31 @@ fn chart_declares_the_kubernetes_versions_it_is_validated_at() {
     ]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("kubeVersion"), "{}", text(&out));
+}
+
+#[test]
+fn helm_uninstall_removes_the_progress_label_from_every_node() {
+    let r = Render::of(case("defaults"));
+    let job = r.one("Job");
+    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    let spec = &job["spec"]["template"]["spec"];
+    // The installer's ServiceAccount: a pre-delete hook runs while it exists.
+    assert_eq!(
+        spec["serviceAccountName"],
+        r.one("ServiceAccount")["metadata"]["name"]
+    );
+    let c = &seq(&spec["containers"])[0];
+    assert_eq!(strs(&c["command"]), ["/crust-installer/bin/kubectl"]);
+    assert_eq!(
+        strs(&c["args"]),
+        [
+            "label",
+            "nodes",
+            "--selector",
+            "crust.dev/runtime",
+            "crust.dev/runtime-"
+        ]
+    );
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
 }
