@@ -574,7 +574,21 @@ impl Pods {
                 | Err(RuntimeError::FailedPrecondition(_)) => {}
                 Err(e) => return Err(e),
             }
-            exited = Some(shim.wait(&record.id, "", KILL_WAIT).await?);
+            match shim.wait(&record.id, "", KILL_WAIT).await {
+                Ok(exit) => exited = Some(exit),
+                // The exit handler recorded the exit and had the shim
+                // delete the container while this stop ran (the record
+                // above was read before): stopped, then.
+                Err(RuntimeError::NotFound(_))
+                    if self
+                        .store
+                        .get::<ContainerRecord>(&record.id)?
+                        .is_none_or(|r| r.state == ContainerState::Exited) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Some((status, at)) = exited {
             self.finalize_exit(&record.id, status, at).await?;
