@@ -189,6 +189,21 @@ async fn check_prints_one_line_per_check_and_exits_by_fail_lines() {
             assert!(rest.contains("; fix: "), "{level} {rest}");
         }
     }
+    // Without a crustd to ask, idmapped layers are probed as crustd would
+    // (this machine's kernel, 6.15+, has them).
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.split(|c: char| !c.is_ascii_digit());
+    let kernel: (u32, u32) = (
+        v.next().unwrap().parse().unwrap(),
+        v.next().unwrap().parse().unwrap(),
+    );
+    if nix::unistd::geteuid().is_root() && kernel >= (6, 15) {
+        let idmapped = has_check(&lines, "OK", "idmapped layers");
+        assert!(
+            idmapped.is_some_and(|rest| rest.contains("probed in")),
+            "{out}"
+        );
+    }
     // The kernel facts crust's own probes see, as crustd would.
     assert!(has_check(&lines, "OK", "overlayfs").is_some(), "{out}");
     assert!(has_check(&lines, "OK", "seccomp").is_some(), "{out}");

@@ -93,6 +93,13 @@ pub struct Pods {
     node_config: std::sync::RwLock<node_config::NodeConfig>,
 }
 
+/// Whether this node can run pods with their own user namespace, probed in
+/// `dir` (an overlay over idmapped, detached layers, as crustd does at
+/// start; needs root). For `crustd check` without a running crustd.
+pub fn probe_user_namespaces(dir: &std::path::Path) -> Result<(), String> {
+    userns::probe(dir)
+}
+
 /// Runs disk- and CPU-heavy synchronous work (mounting a rootfs, reading
 /// image files, building a spec) from async code without stalling the
 /// worker: on crustd's multi-threaded runtime the worker hands its other

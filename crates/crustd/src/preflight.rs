@@ -224,15 +224,38 @@ fn check_mount_setattr() -> Check {
 /// exposed to this command yet, so the running crustd is asked.
 fn check_idmapped_layers(config: &Config) -> Check {
     let release = kernel_release();
-    if let Err(e) = std::os::unix::net::UnixStream::connect(&config.socket) {
-        return Check::warn(
-            "idmapped layers",
-            format!(
-                "not probed: crustd probes it at start, and none answers at {} ({e}); kernel {release}",
-                config.socket.display()
+    if std::os::unix::net::UnixStream::connect(&config.socket).is_err() {
+        // No crustd to ask: probe as it would, on the filesystem of its root
+        // (or the nearest existing dir above it).
+        let dir = config
+            .root
+            .ancestors()
+            .find(|d| d.is_dir())
+            .unwrap_or(std::path::Path::new("/"));
+        if !nix::unistd::geteuid().is_root() {
+            return Check::warn(
+                "idmapped layers",
+                format!(
+                    "not probed: the probe mounts an overlay in {}, which needs root",
+                    dir.display()
+                ),
+                "run `crustd check` as root",
+            );
+        }
+        return match crust_runtime::probe_user_namespaces(dir) {
+            Ok(()) => Check::ok(
+                "idmapped layers",
+                format!(
+                    "supported (probed in {}): pods can have their own user namespace (hostUsers: false)",
+                    dir.display()
+                ),
             ),
-            "start crustd, then `crustd check` or `crustd status` (its handler lines) say whether pods can have their own user namespace",
-        );
+            Err(e) => Check::warn(
+                "idmapped layers",
+                format!("pods cannot have their own user namespace (kernel {release}): {e}"),
+                "for hostUsers: false pods: Linux 6.15+, user namespaces on (sysctl user.max_user_namespaces > 0), root on a filesystem with idmapped mounts",
+            ),
+        };
     }
     let asked = tokio::runtime::Builder::new_current_thread()
         .enable_all()
