@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# A real systemd for tests, booted as PID 1 of private PID, mount and cgroup
-# namespaces on a root that is an overlay of the host's /, so that what it
-# does (units, packages, tmpfiles, cgroups) never touches the host.
+# A real systemd for tests, booted as PID 1 of private PID, mount, cgroup,
+# UTS and IPC namespaces on a root that is an overlay of the host's /, so
+# that what it does (units, packages, tmpfiles, cgroups, its hostname)
+# stays off the host. It shares the host's network and /dev (the masked
+# units below are the ones that would change them). cgroup v1/hybrid hosts
+# only.
 #
 #   hack/systemd-sandbox.sh boot DIR    boot; DIR holds its state (created)
 #   hack/systemd-sandbox.sh run DIR CMD...
@@ -37,7 +40,9 @@ own_cgroup() {
   else
     name=$(basename "$h")
     [[ $name == systemd ]] && name=name=systemd
-    awk -F: -v n="$name" '{ split($2, cs, ","); for (i in cs) if (cs[i] == n) print $3 }' /proc/self/cgroup
+    # A hierarchy of several controllers (cpu,cpuacct) is named by all of
+    # them, or by one of them (a link such as cpu -> cpu,cpuacct).
+    awk -F: -v n="$name" '{ if ($2 == n) { print $3; next } split($2, cs, ","); for (i in cs) if (cs[i] == n) print $3 }' /proc/self/cgroup | head -1
   fi
 }
 
@@ -55,6 +60,12 @@ case $cmd in
 boot)
   [[ $(id -u) == 0 ]] || { echo "systemd-sandbox: needs root" >&2; exit 1; }
   [[ -x /lib/systemd/systemd ]] || { echo "systemd-sandbox: no /lib/systemd/systemd" >&2; exit 1; }
+  # The cgroup layout below is v1/hybrid's (a hierarchy per controller); on
+  # a pure v2 host it would create cgroups in the host's own tree.
+  if [[ -e /sys/fs/cgroup/cgroup.controllers ]]; then
+    echo "systemd-sandbox: cgroup v2 hosts are not supported (v1 or hybrid only)" >&2
+    exit 1
+  fi
   mkdir -p "$dir"/{root,upper,var-lib-crust}
   dir=$(cd "$dir" && pwd)
   : > "$dir/cgroups"
@@ -108,7 +119,8 @@ Requires=systemd-journald.socket dbus.socket
 After=systemd-journald.socket dbus.socket
 AllowIsolate=yes
 UNIT
-for u in systemd-sysctl.service systemd-udevd.service systemd-udev-trigger.service \
+# (systemd-tmpfiles-setup-dev would apply its modes to the host's /dev.)
+for u in systemd-tmpfiles-setup-dev.service systemd-sysctl.service systemd-udevd.service systemd-udev-trigger.service \
   systemd-udev-settle.service systemd-modules-load.service systemd-binfmt.service \
   proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
   systemd-random-seed.service systemd-timesyncd.service systemd-tmpfiles-clean.timer \
@@ -143,7 +155,7 @@ EOF
   # rooted there, so systemd takes over that subtree and nothing above.
   (
     while read -r cg; do echo $BASHPID > "$cg/cgroup.procs"; done < "$dir/cgroups"
-    exec unshare --pid --fork --mount --cgroup --propagation private \
+    exec unshare --pid --fork --mount --cgroup --uts --ipc --propagation private \
       bash "$dir/init.sh" "$dir" > "$dir/boot.log" 2>&1 < /dev/null
   ) &
   unshare_pid=$!
@@ -175,7 +187,7 @@ run)
   # Join the sandbox's root cgroups first, so CMD and its children are
   # inside what halt removes.
   while read -r cg; do echo $$ > "$cg/cgroup.procs"; done < "$dir/cgroups"
-  exec nsenter --target "$(pid1)" --mount --pid --cgroup -- env -i \
+  exec nsenter --target "$(pid1)" --mount --pid --cgroup --uts --ipc -- env -i \
     PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"
   ;;
 halt)

@@ -39,6 +39,13 @@ state=$host/var/lib/crust-install
 label_prefix=crust.dev
 
 log() { echo "crust-install: $*" >&2; }
+
+# A version names a dir under /opt/crust: nothing that could leave it.
+valid_version() {
+	case $1 in
+	"" | . | .. | *[!0-9A-Za-z.+~_-]*) return 1 ;;
+	esac
+}
 die() {
 	log "error: $*"
 	exit 1
@@ -109,7 +116,9 @@ set_yaml_key() {
 
 yaml_value() { sed -n "s|^$2:[[:space:]]*||p" "$1" 2>/dev/null | head -1 | tr -d "\"'"; }
 
-unit_exists() { [ -e "$host/etc/systemd/system/$1" ] || [ -e "$host/lib/systemd/system/$1" ] || [ -e "$host/usr/lib/systemd/system/$1" ]; }
+# Whether the host's systemd knows unit $1 (wherever its file is: /etc,
+# /lib, /usr/lib, /usr/local/lib; the pod mounts none of the latter).
+unit_exists() { [ "$(on_host systemctl show -p LoadState --value "$1" 2>/dev/null)" = loaded ]; }
 
 # How kubelet runs here: kubeadm (kubelet.service + /var/lib/kubelet/config.yaml),
 # k3s or rke2 (their own service embeds kubelet).
@@ -152,9 +161,11 @@ Type=oneshot
 ExecStart=/bin/systemctl restart $unit
 EOF
 	on_host systemctl daemon-reload
-	on_host systemctl start crust-kubelet-restart.service
+	restarted=0
+	on_host systemctl start crust-kubelet-restart.service || restarted=$?
 	rm -f "$host/etc/systemd/system/crust-kubelet-restart.service"
 	on_host systemctl daemon-reload
+	[ "$restarted" = 0 ] || die "restarting $unit failed: journalctl -u crust-kubelet-restart -u $unit"
 }
 
 # Before kubelet changes runtime: no new pods (cordon), and with
@@ -178,6 +189,7 @@ switch_kubelet() {
 	dist=$(detect_distribution)
 	if [ -f "$state/kubelet-switched" ]; then
 		log "kubelet ($dist) already runs on crust"
+		uncordon_node
 		return 0
 	fi
 	drain_node
@@ -201,8 +213,9 @@ switch_kubelet() {
 		set_yaml_key "$host$cfg" container-runtime-endpoint "$endpoint"
 		;;
 	esac
-	echo "$dist" >"$state/kubelet-switched"
 	restart_kubelet "$(kubelet_unit "$dist")"
+	# Only once kubelet restarted: a rerun after a failed restart retries.
+	echo "$dist" >"$state/kubelet-switched"
 	uncordon_node
 	log "kubelet ($dist) switched to $endpoint"
 }
@@ -244,6 +257,7 @@ wait_ready() {
 
 install() {
 	[ -n "$version" ] || die "CRUST_VERSION is not set"
+	valid_version "$version" || die "CRUST_VERSION $version is not a version (letters, digits, . + ~ _ -)"
 	# Refuse a node we would not know how to switch before touching it.
 	[ "$switch" != true ] || detect_distribution >/dev/null
 	label installing
@@ -269,7 +283,8 @@ install() {
 	# The config: defaults once (an admin's edits are theirs), drop-ins ours.
 	if [ ! -e "$host/etc/crust/config.yaml" ]; then
 		mkdir -p "$host/etc/crust"
-		"$here/bin/crustd" config default >"$host/etc/crust/config.yaml"
+		"$here/bin/crustd" config default >"$host/etc/crust/config.yaml.crust-new"
+		mv -f "$host/etc/crust/config.yaml.crust-new" "$host/etc/crust/config.yaml"
 		: >"$state/created-config"
 		changed=1
 	fi
@@ -332,7 +347,10 @@ uninstall() {
 	# installer pod kubelet starts on its restored runtime then finds
 	# nothing left to do).
 	mkdir -p "$state"
-	cp "$here/install.sh" "$state/install.sh"
+	# Renamed into place: a host job already running the old copy keeps
+	# reading its own file.
+	cp "$here/install.sh" "$state/install.sh.crust-new"
+	mv -f "$state/install.sh.crust-new" "$state/install.sh"
 	cat >"$host/etc/systemd/system/crust-uninstall.service" <<EOF
 [Unit]
 Description=crust installer: remove crust from this node
@@ -352,9 +370,12 @@ EOF
 # removed through CRI (containers stopped, networks and mounts gone), then
 # crust's unit, files and data.
 uninstall_host() {
-	if systemctl is-active --quiet crust.service && [ -x /opt/crust/current/bin/crustd ]; then
-		/opt/crust/current/bin/crustd wipe --socket /run/crust/crust.sock ||
-			log "wipe failed; stopping crust with what is left"
+	if [ -x /opt/crust/current/bin/crustd ] && [ -e /etc/systemd/system/crust.service ]; then
+		# A crustd to remove the pods through, even if it was stopped
+		# (its containers keep running without it: KillMode=process).
+		systemctl start crust.service || log "crust does not start; its pods cannot be removed through it"
+		/opt/crust/current/bin/crustd wipe ||
+			log "wipe failed (above); stopping crust with what is left"
 	fi
 	systemctl stop crust.service || true
 	rm -f /etc/systemd/system/multi-user.target.wants/crust.service \
@@ -367,7 +388,7 @@ uninstall_host() {
 	rmdir /etc/crust/config.d /etc/crust 2>/dev/null || true
 	if [ -f "$state/versions" ]; then
 		sort -u "$state/versions" | while read -r v; do
-			if [ -n "$v" ]; then rm -rf "/opt/crust/$v"; fi
+			if valid_version "$v"; then rm -rf "/opt/crust/$v"; fi
 		done
 	fi
 	rm -f /opt/crust/current

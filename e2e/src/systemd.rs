@@ -10,6 +10,9 @@ pub fn unavailable() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("not root".into());
     }
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return Some("a cgroup v2 host (hack/systemd-sandbox.sh supports v1 and hybrid)".into());
+    }
     for tool in [
         "/lib/systemd/systemd",
         "/usr/bin/unshare",

@@ -101,9 +101,10 @@ pub fn create(
     let pid = container.pid().ok_or("libcontainer reported no init pid")?;
     if let Some((unit, slice)) = &v1_scope {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-        if let Err(e) =
+        let started =
             crate::systemd_v1::start_scope(unit, slice, id, pid.as_raw() as u32, resources)
-        {
+                .and_then(|()| reapply(&spec, id, resources));
+        if let Err(e) = started {
             let _ = delete(root, id);
             return Err(e);
         }
@@ -198,6 +199,31 @@ pub fn update(root: &Path, id: &str, resources: &[u8]) -> Result<Reply, String> 
         crate::systemd_v1::update_scope(&unit, &resources)?;
     }
     Ok(Reply::default())
+}
+
+/// Writes the limits and device rules to the scope's cgroupfs dirs again:
+/// systemd rewrote them when it started the scope (its device list cannot
+/// express every rule), as runc's v1 systemd driver re-applies after it.
+fn reapply(spec: &Spec, id: &str, resources: Option<&LinuxResources>) -> Result<(), String> {
+    let (Some(resources), Some(path)) = (
+        resources,
+        spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+    ) else {
+        return Ok(());
+    };
+    create_cgroup_manager(CgroupConfig {
+        cgroup_path: path,
+        systemd_cgroup: false,
+        container_name: id.to_owned(),
+    })
+    .map_err(err)?
+    .apply(&ControllerOpt {
+        resources,
+        disable_oom_killer: false,
+        oom_score_adj: None,
+        freezer_state: None,
+    })
+    .map_err(err)
 }
 
 /// The systemd scope [`create`] noted in the bundle on a cgroup v1 host.

@@ -36,6 +36,13 @@ fn cgroup_v1() -> bool {
 /// path and notes the scope in the annotations; returns the scope and its
 /// slice (None, spec untouched, on v2 or for a cgroupfs path).
 pub fn prepare(spec: &mut Spec) -> Option<(String, String)> {
+    // Only this function sets the annotation (crust-spec drops `io.crust.*`
+    // from requests; a bundle made elsewhere gets no say either).
+    if let Some(mut annotations) = spec.annotations().clone()
+        && annotations.remove(SCOPE_ANNOTATION).is_some()
+    {
+        spec.set_annotations(Some(annotations));
+    }
     let path = spec
         .linux()
         .as_ref()?
@@ -74,10 +81,12 @@ fn properties(resources: Option<&LinuxResources>) -> HashMap<&'static str, Varia
             && quota > 0
             && period > 0
         {
-            // systemd counts quota per second of wall time.
+            // systemd counts quota per second of wall time. Its period
+            // property (systemd 242+) is left out: older systemd refuses
+            // the whole unit for it, and libcgroups writes the period to
+            // the cgroup files itself.
             let per_sec = (quota as u64).saturating_mul(1_000_000) / period;
             p.insert("CPUQuotaPerSecUSec", Variant::U64(per_sec));
-            p.insert("CPUQuotaPeriodUSec", Variant::U64(period));
         }
     }
     if let Some(max) = r.pids().as_ref().map(|p| p.limit())
@@ -156,6 +165,10 @@ fn device_properties(
     proc_devices: &str,
 ) -> Vec<(&'static str, Variant)> {
     let mut allow: Vec<Structure<String>> = Vec::new();
+    if rules.is_empty() {
+        // No rules from the spec: nothing for systemd to enforce either.
+        return Vec::new();
+    }
     for r in rules {
         let typ = r.typ().unwrap_or(LinuxDeviceType::A);
         let access = r.access().clone().unwrap_or_else(|| "rwm".into());
@@ -180,7 +193,7 @@ fn device_properties(
                 Some(name) => format!("{kind}-{name}"),
                 None => {
                     log::warn!(
-                        "no {kind} device major {major} in /proc/devices: rule left to cgroupfs"
+                        "no {kind} device major {major} in /proc/devices: systemd cannot name it; only the cgroupfs rule (rewritten after the scope starts) has it, until systemd next rewrites the scope's device rules"
                     );
                     continue;
                 }
@@ -224,10 +237,9 @@ fn dir_of_scope(cgroups: &str, needle: &str) -> String {
         .to_string()
 }
 
-/// systemd moves the init, in each controller hierarchy, to the nearest
-/// cgroup it manages for the scope: for controllers the scope does not
-/// account (devices, freezer on v1) that is an ancestor slice, outside the
-/// device rules libcgroups wrote. Back into the scope's own dirs, as runc
+/// systemd places the init, in each controller hierarchy it manages, in
+/// the nearest cgroup it realized for the unit; back into the scope's own
+/// dirs (libcgroups made them) wherever that is not the scope's, as runc
 /// joins its paths after starting the unit.
 fn rejoin(pid: u32, cgroups: &str, dir: &str) -> Result<(), String> {
     for line in cgroups.lines() {
@@ -309,7 +321,7 @@ mod tests {
         assert_eq!(p["MemoryLimit"], Variant::U64(64 << 20));
         assert_eq!(p["CPUShares"], Variant::U64(512));
         assert_eq!(p["CPUQuotaPerSecUSec"], Variant::U64(500_000));
-        assert_eq!(p["CPUQuotaPeriodUSec"], Variant::U64(100_000));
+        assert!(!p.contains_key("CPUQuotaPeriodUSec"), "systemd 242+ only");
         assert_eq!(p["TasksMax"], Variant::U64(100));
         assert!(properties(None).is_empty());
     }

@@ -504,13 +504,15 @@ pub(crate) fn namespaces(
 }
 
 /// Annotation prefixes some runtime or shim acts on (runc applies
-/// `org.systemd.property.*` to the container's unit, crun reads `run.oci.*`):
+/// `org.systemd.property.*` to the container's unit, crun reads `run.oci.*`,
+/// crust-shim keeps its systemd scope under `io.crust.*`):
 /// an annotation must never change isolation, so these never reach the spec.
 const RESERVED_ANNOTATION_PREFIXES: &[&str] = &[
     "io.kubernetes.cri.",
     "io.kubernetes.cri-o.",
     "io.containerd.",
     "org.systemd.property.",
+    "io.crust.",
     "run.oci.",
     "io.katacontainers.",
     "com.github.containers.",

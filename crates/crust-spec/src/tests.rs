@@ -494,6 +494,8 @@ fn annotations_cannot_loosen_anything() {
         ("io.containerd.runc.v2.group", "x"),
         ("org.systemd.property.DeviceAllow", "'/dev/sda rwm'"),
         ("org.systemd.property.Delegate", "true"),
+        // crust-shim's own: a container would name a unit the shim stops.
+        ("io.crust.systemd.scope", "kubelet.service"),
         ("run.oci.keep_original_groups", "1"),
         ("run.oci.seccomp_fail_unknown_syscall", "0"),
         (
@@ -527,6 +529,7 @@ fn annotations_cannot_loosen_anything() {
     for k in ann.keys() {
         for reserved in [
             "org.systemd.property.",
+            "io.crust.",
             "run.oci.",
             "io.kubernetes.cri-o.",
             "io.containerd.",
