@@ -222,6 +222,9 @@ fn check_mount_setattr() -> Check {
 /// Whether pods can have their own user namespace (idmapped layers under
 /// an overlay). crust-runtime's probe runs inside crustd; it is not
 /// exposed to this command yet, so the running crustd is asked.
+/// What a node needs for pods with their own user namespace.
+const USERNS_FIX: &str = "for hostUsers: false pods: Linux 6.15+, user namespaces on (sysctl user.max_user_namespaces > 0), root on a filesystem with idmapped mounts";
+
 fn check_idmapped_layers(config: &Config) -> Check {
     let release = kernel_release();
     if std::os::unix::net::UnixStream::connect(&config.socket).is_err() {
@@ -253,26 +256,22 @@ fn check_idmapped_layers(config: &Config) -> Check {
             Err(e) => Check::warn(
                 "idmapped layers",
                 format!("pods cannot have their own user namespace (kernel {release}): {e}"),
-                "for hostUsers: false pods: Linux 6.15+, user namespaces on (sysctl user.max_user_namespaces > 0), root on a filesystem with idmapped mounts",
+                USERNS_FIX,
             ),
         };
     }
-    let asked = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let ask = async {
-                    let channel = crate::status::connect(&config.socket).await?;
-                    crate::status::runtime_status(channel).await
-                };
-                match tokio::time::timeout(Duration::from_secs(5), ask).await {
-                    Ok(r) => r.map_err(|e| format!("{e:#}")),
-                    Err(_) => Err("crustd did not answer within 5 s".to_string()),
-                }
-            })
-        });
+    let asked = crate::status::block_on(async {
+        let ask = async {
+            let channel = crate::status::connect(&config.socket).await?;
+            crate::status::runtime_status(channel).await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), ask).await {
+            Ok(r) => r.map_err(|e| format!("{e:#}")),
+            Err(_) => Err("crustd did not answer within 5 s".to_string()),
+        }
+    })
+    .map_err(|e| format!("{e:#}"))
+    .and_then(|r| r);
     match asked {
         Ok(status) => {
             let default = status.runtime_handlers.iter().find(|h| h.name.is_empty());
@@ -290,7 +289,7 @@ fn check_idmapped_layers(config: &Config) -> Check {
                     format!(
                         "the running crustd does not offer pods their own user namespace (kernel {release}); its log says why (\"pods cannot have their own user namespace\")"
                     ),
-                    "for hostUsers: false pods: Linux 6.15+, user namespaces on (sysctl user.max_user_namespaces > 0), root on a filesystem with idmapped mounts",
+                    USERNS_FIX,
                 )
             }
         }

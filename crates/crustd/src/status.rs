@@ -86,12 +86,18 @@ struct Report {
     images: usize,
 }
 
-pub fn run(socket: &Path) -> anyhow::Result<()> {
-    let report = tokio::runtime::Builder::new_current_thread()
+/// Runs `work` on a current-thread runtime: the CLI commands that talk to
+/// a crustd (status, wipe, check) make a few calls and exit.
+pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(gather(socket))?;
+        .block_on(work))
+}
+
+pub fn run(socket: &Path) -> anyhow::Result<()> {
+    let report = block_on(gather(socket))??;
     print!("{}", render(&report));
     Ok(())
 }

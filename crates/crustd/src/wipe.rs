@@ -17,11 +17,7 @@ use crust_cri_api::v1 as cri;
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn run(socket: &Path) -> anyhow::Result<()> {
-    let (removed, failed) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(wipe(socket))?;
+    let (removed, failed) = crate::status::block_on(wipe(socket))??;
     println!("removed {removed} pod(s)");
     if !failed.is_empty() {
         anyhow::bail!(
