@@ -431,11 +431,7 @@ impl Pods {
         if self.cgroup_driver != crust_config::CgroupDriver::Systemd || record.id.is_empty() {
             return None;
         }
-        let slice = record
-            .cgroup_parent
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
+        let slice = Some(crust_spec::systemd_slice(&record.cgroup_parent))
             .filter(|s| s.ends_with(".slice"))
             .unwrap_or("system.slice");
         Some((format!("crust-pod-{}.scope", record.id), slice.to_string()))

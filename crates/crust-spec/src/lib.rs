@@ -50,7 +50,9 @@ pub use lsm::{APPARMOR_DEFAULT_PROFILE, SecurityModules, apparmor_profile_loaded
 pub use mounts::{clean_path, image_volumes, recursive_read_only_supported};
 pub use oci_spec::runtime::{LinuxDevice, Spec};
 pub use pod_limits::{PodLimits, cpu_millis, memory_limit, pod_limits};
-pub use resources::{check_cgroup_parent, check_container_resources, device_from_host};
+pub use resources::{
+    check_cgroup_parent, check_container_resources, device_from_host, systemd_slice,
+};
 pub use rootfs::read_in_root;
 pub use security::check_pod_sysctls;
 pub use user::parse_uid;

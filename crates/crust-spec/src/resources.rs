@@ -26,17 +26,7 @@ pub(crate) fn cgroups_path(sandbox: &SandboxFacts, id: &str) -> Result<String, S
             Ok(format!("{sep}{parent}/{id}"))
         }
         CgroupDriver::Systemd => {
-            // kubelet may pass the slice's full path; the unit wants its name.
-            let slice = parent
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or("");
-            let slice = if slice.is_empty() {
-                "system.slice"
-            } else {
-                slice
-            };
+            let slice = systemd_slice(parent);
             if !slice.ends_with(".slice") || slice.contains(':') {
                 return Err(SpecError::invalid(
                     "cgroup_parent",
@@ -46,6 +36,22 @@ pub(crate) fn cgroups_path(sandbox: &SandboxFacts, id: &str) -> Result<String, S
             }
             Ok(format!("{slice}:cri-crust:{id}"))
         }
+    }
+}
+
+/// The systemd slice a pod's units go in, from its cgroup_parent: kubelet
+/// may pass the slice's full path, a unit wants its name; none is
+/// `system.slice`. Whether it is a slice name at all is the caller's check.
+pub fn systemd_slice(cgroup_parent: &str) -> &str {
+    let slice = cgroup_parent
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
     }
 }
 
