@@ -60,9 +60,13 @@ on_host() {
 	esac
 }
 
-# Node labels, when there is a Kubernetes API to tell (not when run by hand).
+# Whether there is a Kubernetes API to talk to about this node (in the
+# chart's pod; not when run by hand on the node).
+have_api() { [ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ]; }
+
+# Node labels, when there is an API to tell.
 label() {
-	[ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	have_api || return 0
 	"$here/bin/kubectl" label node "$NODE_NAME" --overwrite "$label_prefix/runtime=$1" >/dev/null ||
 		log "cannot label node $NODE_NAME $label_prefix/runtime=$1"
 }
@@ -172,7 +176,7 @@ EOF
 # CRUST_DRAIN the running ones moved elsewhere (they would be orphaned on
 # the old runtime). Needs the Kubernetes API (not when run by hand).
 drain_node() {
-	[ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	have_api || return 0
 	"$here/bin/kubectl" cordon "$NODE_NAME"
 	[ "$drain" = true ] || return 0
 	"$here/bin/kubectl" drain "$NODE_NAME" --ignore-daemonsets --delete-emptydir-data \
@@ -180,7 +184,7 @@ drain_node() {
 }
 
 uncordon_node() {
-	[ -n "${NODE_NAME:-}" ] && [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || return 0
+	have_api || return 0
 	"$here/bin/kubectl" uncordon "$NODE_NAME" || log "cannot uncordon $NODE_NAME"
 }
 
