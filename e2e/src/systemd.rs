@@ -84,6 +84,25 @@ impl Sandbox {
         PathBuf::from(format!("/proc/{}/root{path}", self.pid1))
     }
 
+    /// Writes `text` to `to` inside (its parents made).
+    pub fn write(&self, to: &str, text: &str) {
+        let dst = self.path(to);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(dst, text).unwrap();
+    }
+
+    /// Copies a host file to `to` inside (its parents made).
+    pub fn copy_in(&self, from: &Path, to: &str) {
+        let dst = self.path(to);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(from, dst).unwrap();
+    }
+
+    /// The main PID systemd reports for `unit` ("0" when it runs none).
+    pub fn main_pid(&self, unit: &str) -> String {
+        self.ok(&format!("systemctl show -p MainPID --value {unit}"))
+    }
+
     /// Runs a shell script inside (its mounts, PIDs and cgroups).
     pub fn sh(&self, script_text: &str) -> Run {
         let out: Output = Command::new(script())

@@ -16,41 +16,28 @@ const KUBEADM_FLAGS: &str = "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint
 /// A stand-in for kubelet (or k3s): a service whose restarts can be seen.
 const FAKE_KUBELET_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 
-fn write(sb: &Sandbox, to: &str, text: &str) {
-    let dst = sb.path(to);
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    std::fs::write(dst, text).unwrap();
-}
-
 /// The installer image's /crust-installer, made from this build.
 fn stage_installer(sb: &Sandbox) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let bin = crust_e2e::crustd_binary().parent().unwrap();
-    let copy = |from: &Path, to: &str| {
-        let dst = sb.path(to);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(from, dst).unwrap();
-    };
-    copy(
+    sb.copy_in(
         &repo.join("installer/install.sh"),
         "/crust-installer/install.sh",
     );
-    copy(
+    sb.copy_in(
         &repo.join("packaging/crust.service"),
         "/crust-installer/crust.service",
     );
-    copy(&bin.join("crustd"), "/crust-installer/bin/crustd");
-    copy(&bin.join("crust-shim"), "/crust-installer/bin/crust-shim");
+    sb.copy_in(&bin.join("crustd"), "/crust-installer/bin/crustd");
+    sb.copy_in(&bin.join("crust-shim"), "/crust-installer/bin/crust-shim");
     // kubectl as the installer calls it (labels, cordon): a recorder.
-    write(
-        sb,
+    sb.write(
         "/crust-installer/bin/kubectl",
         "#!/bin/sh\necho \"$*\" >> /var/log/kubectl-calls\n",
     );
     sb.ok("chmod 755 /crust-installer/bin/kubectl");
     // The chart's drop-in: metrics off the host's shared port.
-    write(
-        sb,
+    sb.write(
         "/crust-installer/config.d/50-helm.yaml",
         "metrics:\n  address: 127.0.0.1:0\n",
     );
@@ -61,10 +48,6 @@ fn installer(sb: &Sandbox, env: &str, command: &str) -> crust_e2e::systemd::Run 
     sb.sh(&format!(
         "env CRUST_HOST_ROOT=/ CRUST_HOST_EXEC=dbus {env} sh /crust-installer/install.sh {command}"
     ))
-}
-
-fn main_pid(sb: &Sandbox, unit: &str) -> String {
-    sb.ok(&format!("systemctl show -p MainPID --value {unit}"))
 }
 
 /// sha256 of each path (or "absent"), for byte-for-byte comparisons.
@@ -85,9 +68,9 @@ fn tree(sb: &Sandbox) -> String {
 }
 
 fn fake_kubeadm_node(sb: &Sandbox) {
-    write(sb, "/etc/systemd/system/kubelet.service", FAKE_KUBELET_UNIT);
-    write(sb, "/var/lib/kubelet/config.yaml", KUBELET_CONFIG);
-    write(sb, "/var/lib/kubelet/kubeadm-flags.env", KUBEADM_FLAGS);
+    sb.write("/etc/systemd/system/kubelet.service", FAKE_KUBELET_UNIT);
+    sb.write("/var/lib/kubelet/config.yaml", KUBELET_CONFIG);
+    sb.write("/var/lib/kubelet/kubeadm-flags.env", KUBEADM_FLAGS);
     sb.ok("systemctl daemon-reload && systemctl start kubelet");
 }
 
@@ -106,7 +89,7 @@ async fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
     ];
     let original = hashes(&sb, &kubelet_files);
     let tree_before = tree(&sb);
-    let kubelet_pid = main_pid(&sb, "kubelet");
+    let kubelet_pid = sb.main_pid("kubelet");
 
     // First without the switch: crust installed, kubelet untouched, and
     // the node not `ready` (kubelet does not run on crust yet).
@@ -165,7 +148,7 @@ async fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
         sb.path("/var/lib/crust-install/backup/var/lib/kubelet/config.yaml")
             .exists()
     );
-    let switched_pid = main_pid(&sb, "kubelet");
+    let switched_pid = sb.main_pid("kubelet");
     assert_ne!(switched_pid, kubelet_pid, "kubelet restarted");
     assert_eq!(sb.ok("systemctl is-active kubelet"), "active");
 
@@ -179,13 +162,13 @@ async fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
         "/var/lib/kubelet/config.yaml",
     ];
     let stamp = |sb: &Sandbox| sb.ok(&format!("stat -c '%n %Y %i' {}", installed.join(" ")));
-    let (files, crust_pid) = (stamp(&sb), main_pid(&sb, "crust"));
+    let (files, crust_pid) = (stamp(&sb), sb.main_pid("crust"));
     let run = installer(&sb, env, "install");
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(stamp(&sb), files, "rerun rewrote files");
-    assert_eq!(main_pid(&sb, "crust"), crust_pid, "rerun restarted crust");
+    assert_eq!(sb.main_pid("crust"), crust_pid, "rerun restarted crust");
     assert_eq!(
-        main_pid(&sb, "kubelet"),
+        sb.main_pid("kubelet"),
         switched_pid,
         "rerun restarted kubelet"
     );
@@ -196,12 +179,11 @@ async fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
     let run = installer(&sb, env2, "install");
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(sb.ok("readlink /opt/crust/current"), "0.2.0");
-    assert_ne!(main_pid(&sb, "crust"), crust_pid, "upgrade restarted crust");
+    assert_ne!(sb.main_pid("crust"), crust_pid, "upgrade restarted crust");
     assert_eq!(installer(&sb, env2, "probe").code, 0);
 
     // A pod on the installed crust (as kubelet would run on it now).
-    write(
-        &sb,
+    sb.write(
         "/etc/cni/net.d/10-lo.conflist",
         r#"{"cniVersion":"1.0.0","name":"lo-only","plugins":[{"type":"loopback"}]}"#,
     );
@@ -243,7 +225,7 @@ async fn kubeadm_node_install_switch_rerun_upgrade_and_uninstall() {
         original,
         "kubelet files restored"
     );
-    assert_ne!(main_pid(&sb, "kubelet"), switched_pid, "kubelet restarted");
+    assert_ne!(sb.main_pid("kubelet"), switched_pid, "kubelet restarted");
     assert_eq!(sb.ok("systemctl is-active kubelet"), "active");
     assert_ne!(sb.sh("systemctl is-active crust").stdout, "active");
     assert_eq!(
@@ -296,7 +278,7 @@ fn k3s_node_switch_and_a_distribution_that_does_not_match_is_refused() {
     );
     installer(&sb, "", "uninstall");
 
-    write(&sb, "/etc/systemd/system/k3s.service", FAKE_KUBELET_UNIT);
+    sb.write("/etc/systemd/system/k3s.service", FAKE_KUBELET_UNIT);
     sb.ok("systemctl daemon-reload && systemctl start k3s");
     let tree_before = tree(&sb);
     // A distribution that does not match the node is refused.
@@ -313,7 +295,7 @@ fn k3s_node_switch_and_a_distribution_that_does_not_match_is_refused() {
     );
     installer(&sb, "", "uninstall");
 
-    let k3s_pid = main_pid(&sb, "k3s");
+    let k3s_pid = sb.main_pid("k3s");
     let env = "CRUST_VERSION=0.1.0 CRUST_KUBELET_SWITCH=true";
     let run = installer(&sb, env, "install");
     assert_eq!(run.code, 0, "{run:?}");
@@ -321,7 +303,7 @@ fn k3s_node_switch_and_a_distribution_that_does_not_match_is_refused() {
         sb.ok("cat /etc/rancher/k3s/config.yaml"),
         "container-runtime-endpoint: unix:///run/crust/crust.sock"
     );
-    assert_ne!(main_pid(&sb, "k3s"), k3s_pid, "k3s restarted");
+    assert_ne!(sb.main_pid("k3s"), k3s_pid, "k3s restarted");
     assert_eq!(installer(&sb, env, "probe").code, 0);
     let run = installer(&sb, env, "uninstall");
     assert_eq!(run.code, 0, "{run:?}");
@@ -362,14 +344,12 @@ fn the_installer_image_run_by_containerd_installs_and_removes_crust() {
     let image = format!("{registry}/crust/installer:{version}");
 
     let sb = Sandbox::boot();
-    write(
-        &sb,
+    sb.write(
         "/etc/containerd-e2e.toml",
         "version = 2\nroot = \"/var/lib/containerd-e2e\"\nstate = \"/run/containerd-e2e\"\n\
          [grpc]\n  address = \"/run/containerd-e2e/containerd.sock\"\n",
     );
-    write(
-        &sb,
+    sb.write(
         "/etc/crust-e2e/config.d/50-helm.yaml",
         "metrics:\n  address: 127.0.0.1:0\n",
     );

@@ -33,23 +33,6 @@ fn package(out: &Path, version: &str) -> PathBuf {
     PathBuf::from(stdout.lines().last().unwrap().trim())
 }
 
-/// Copies a host file into the sandbox (through its /proc/<pid>/root).
-fn put(sb: &Sandbox, from: &Path, to: &str) {
-    let dst = sb.path(to);
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    std::fs::copy(from, dst).unwrap();
-}
-
-fn write(sb: &Sandbox, to: &str, text: &str) {
-    let dst = sb.path(to);
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    std::fs::write(dst, text).unwrap();
-}
-
-fn main_pid(sb: &Sandbox) -> String {
-    sb.ok("systemctl show -p MainPID --value crust")
-}
-
 /// Waits for crust.service to be active with a CRI socket that answers.
 async fn client(sb: &Sandbox) -> CriClient {
     let socket = sb.path("/run/crust/crust.sock");
@@ -140,13 +123,11 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
 
     // A node's config: loopback-only CNI, metrics on a free port (the
     // sandbox shares the host's network), as a drop-in over the conffile.
-    write(
-        &sb,
+    sb.write(
         "/etc/cni/net.d/10-lo.conflist",
         r#"{"cniVersion":"1.0.0","name":"lo-only","plugins":[{"type":"loopback"}]}"#,
     );
-    write(
-        &sb,
+    sb.write(
         "/etc/crust/config.d/50-e2e.yaml",
         "metrics:\n  address: 127.0.0.1:0\n",
     );
@@ -162,8 +143,8 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
         "lintian: {findings}{}",
         String::from_utf8_lossy(&lint.stderr)
     );
-    put(&sb, &first, "/root/crust.deb");
-    put(&sb, &upgrade, "/root/crust-upgrade.deb");
+    sb.copy_in(&first, "/root/crust.deb");
+    sb.copy_in(&upgrade, "/root/crust-upgrade.deb");
 
     // dpkg -i: postinst enables and starts the unit.
     sb.ok("dpkg -i /root/crust.deb");
@@ -326,10 +307,10 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
     );
 
     // systemctl restart: the container keeps running, and is reconnected.
-    let before = main_pid(&sb);
+    let before = sb.main_pid("crust");
     sb.ok("systemctl restart crust");
     let mut c = client(&sb).await;
-    assert_ne!(main_pid(&sb), before, "a new crustd");
+    assert_ne!(sb.main_pid("crust"), before, "a new crustd");
     assert_eq!(sb.ok(&format!("head -1 {procs}")), init, "same init");
     let st = c.container_status(&id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
@@ -357,11 +338,11 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
     assert_eq!(st.exit_code, 137, "{st:?}");
 
     // A package upgrade restarts crustd, not the pods.
-    let before = main_pid(&sb);
+    let before = sb.main_pid("crust");
     sb.ok("dpkg -i /root/crust-upgrade.deb");
     assert_eq!(sb.ok("dpkg-query -W -f '${Version}' crust"), "0.1.0+e2e1");
     let mut c = client(&sb).await;
-    assert_ne!(main_pid(&sb), before, "upgrade restarted crustd");
+    assert_ne!(sb.main_pid("crust"), before, "upgrade restarted crustd");
     assert_eq!(sb.ok(&format!("head -1 {procs}")), init, "same init");
     let st = c.container_status(&id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
