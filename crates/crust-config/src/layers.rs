@@ -646,11 +646,11 @@ mod tests {
     #[test]
     fn scalars_replace_maps_merge_lists_replace() {
         let etc = Etc::new(Some(
-            "registries:\n  mirrors:\n    docker.io: [https://m1.example]\n  plain_http: [a:5000, b:5000]\n  max_concurrent_downloads: 2\n",
+            "registries:\n  mirrors:\n    docker.io: [https://m1.example]\n  plain_http: [a:5000, b:5000]\n  max_concurrent_downloads: 2\nruntime:\n  handlers:\n    runc:\n      shim: containerd-shim-runc-v2\n",
         ));
         let d = etc.dropin(
             "50-x.yml",
-            "registries:\n  mirrors:\n    quay.io: [https://q.example]\n  plain_http: [c:5000]\nruntime:\n  handlers:\n    kata:\n      shim: containerd-shim-kata-v2\n    crust:\n      options: {Debug: \"1\"}\n",
+            "registries:\n  mirrors:\n    quay.io: [https://q.example]\n  plain_http: [c:5000]\nruntime:\n  handlers:\n    kata:\n      shim: containerd-shim-kata-v2\n    runc:\n      options: {BinaryName: /usr/sbin/runc}\n",
         );
         let loaded = etc.load().unwrap();
         let r = &loaded.config.registries;
@@ -661,10 +661,14 @@ mod tests {
         assert_eq!(r.plain_http, ["c:5000"]);
         // Untouched scalars keep the main file's value.
         assert_eq!(r.max_concurrent_downloads, 2);
-        // Nested maps merge too: the crust handler keeps its shim.
+        // Nested maps merge too: the runc handler keeps its shim.
         let handlers = &loaded.config.runtime.handlers;
+        assert_eq!(handlers["runc"].shim, "containerd-shim-runc-v2");
+        assert_eq!(
+            handlers["runc"].options["BinaryName"],
+            crate::OptionValue::Str("/usr/sbin/runc".into())
+        );
         assert_eq!(handlers["crust"].shim, "crust-shim");
-        assert_eq!(handlers["crust"].options["Debug"], "1");
         assert_eq!(handlers["kata"].shim, "containerd-shim-kata-v2");
         assert_eq!(
             loaded.origin("registries.mirrors.docker.io"),
@@ -949,7 +953,7 @@ mod tests {
         let etc = Etc::new(None);
         etc.dropin(
             "10-a.yaml",
-            "runtime:\n  handlers:\n    crust:\n      options:\n        \"has # hash\": \"a # b\"\n        multi: \"line one\\nline two\"\n        empty: \"\"\n        \"yes\": \"no\"\n",
+            "runtime:\n  handlers:\n    \"yes\":\n      shim: \"containerd-shim-runc-v2\"\n      options:\n        BinaryName: \"a # b\"\n        ShimCgroup: \"line one\\nline two\"\n        Root: \"\"\n        SystemdCgroup: true\n        IoUid: 7\n",
         );
         let loaded = etc.load().unwrap();
         let text = loaded.annotated_yaml();

@@ -7,7 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod handler;
 pub mod layers;
+
+pub use handler::{HandlerConfig, OptionValue, RuncOptions, ShimKind};
 
 pub use layers::{
     ConfigSources, DROPIN_DIR_NAME, LoadedConfig, MAX_CONFIG_FILE_BYTES, MAX_DROPINS, Origin,
@@ -119,14 +122,6 @@ pub struct CdiConfig {
 pub struct RuntimeConfig {
     pub default_handler: String,
     pub handlers: BTreeMap<String, HandlerConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerConfig {
-    pub shim: String,
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +400,9 @@ impl Config {
             if handler.shim.trim().is_empty() {
                 return Err(format!("runtime.handlers.{name}.shim must not be empty"));
             }
+            handler
+                .validate()
+                .map_err(|e| format!("runtime.handlers.{name}.options: {e}"))?;
         }
         if !rt.handlers.contains_key(&rt.default_handler) {
             return Err(format!(
@@ -586,7 +584,7 @@ mod tests {
         let (name, h) = c.handler("").unwrap();
         assert_eq!(name, "runc");
         assert_eq!(h.shim, "containerd-shim-runc-v2");
-        assert_eq!(h.options["BinaryName"], "crun");
+        assert_eq!(h.options["BinaryName"], OptionValue::Str("crun".into()));
         assert!(c.handler("kata").is_none());
     }
 

@@ -6,6 +6,7 @@ mod container;
 pub mod events;
 mod files;
 pub mod filter;
+mod foreign;
 mod image_mounts;
 pub mod lifecycle;
 pub mod limits;
@@ -202,6 +203,14 @@ impl Pods {
         let Ok(sandboxes) = self.store.list::<crust_store::SandboxRecord>() else {
             return;
         };
+        // Foreign shims kept logging into their FIFO while crustd was down.
+        for sandbox in &sandboxes {
+            if self.handler_of(sandbox).is_ok_and(foreign::is_foreign)
+                && !sandbox.state_dir.is_empty()
+            {
+                foreign::forward_shim_log(std::path::Path::new(&sandbox.state_dir), &sandbox.id);
+            }
+        }
         for sandbox in sandboxes
             .iter()
             .filter(|s| s.state == crust_store::SandboxState::NotReady)

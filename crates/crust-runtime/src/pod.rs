@@ -100,13 +100,30 @@ impl Pods {
             .ok_or_else(|| RuntimeError::NotFound(format!("pod sandbox {id:?} not found")))
     }
 
+    /// The configured handler a pod runs under.
+    pub(crate) fn handler_of(
+        &self,
+        sandbox: &SandboxRecord,
+    ) -> Result<&crust_config::HandlerConfig, RuntimeError> {
+        self.config
+            .handler(&sandbox.runtime_handler)
+            .map(|(_, h)| h)
+            .ok_or_else(|| {
+                RuntimeError::FailedPrecondition(format!(
+                    "pod {} runs under runtime handler {:?}, which is no longer configured; add it back to runtime.handlers",
+                    sandbox.id, sandbox.runtime_handler
+                ))
+            })
+    }
+
     pub(crate) async fn shim_for(&self, sandbox: &SandboxRecord) -> Result<Shim, RuntimeError> {
         let mut shims = self.shims.lock().await;
         if let Some(shim) = shims.get(&sandbox.id) {
             return Ok(shim.clone());
         }
         // After a crustd restart: the shim kept running; reconnect.
-        let shim = Shim::connect(&sandbox.shim_address).await?;
+        let api = shim::TaskApi::from_number(sandbox.shim_task_api);
+        let shim = Shim::connect(&sandbox.shim_address, api).await?;
         shims.insert(sandbox.id.clone(), shim.clone());
         Ok(shim)
     }
@@ -132,6 +149,12 @@ impl Pods {
         })?;
         let shim_binary = shim::resolve_binary(&handler_config.shim)?;
         if crate::userns::mappings(&config)?.is_some() {
+            if crate::foreign::is_foreign(handler_config) {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "runtime handler {handler_name:?} ({}) does not run pods with their own user namespace (hostUsers: false); crust-shim does",
+                    handler_config.shim
+                )));
+            }
             self.user_namespaces().map_err(|reason| {
                 RuntimeError::FailedPrecondition(format!(
                     "this node cannot run pods with their own user namespace (hostUsers: false): {reason}"
@@ -169,7 +192,7 @@ impl Pods {
             ..Default::default()
         };
         match self
-            .set_up_pod(&config, &dir, &shim_binary, &mut record)
+            .set_up_pod(&config, &dir, &shim_binary, handler_config, &mut record)
             .await
         {
             Ok(()) => {
@@ -192,6 +215,7 @@ impl Pods {
         config: &cri::PodSandboxConfig,
         dir: &Path,
         shim_binary: &Path,
+        handler: &crust_config::HandlerConfig,
         record: &mut SandboxRecord,
     ) -> Result<(), RuntimeError> {
         let (network, pid, ipc) = namespace_mode(config);
@@ -334,8 +358,23 @@ impl Pods {
                 crate::network::add(&self.cni, &self.config.state, dir, network).await?;
             record.ips = crate::network::ips(&attachment);
         }
-        let shim = Shim::start(shim_binary, &record.id, dir, &self.events_socket).await?;
+        let start_options = if crate::foreign::is_foreign(handler) {
+            crate::foreign::prepare_pod_dir(dir, &record.id)?;
+            crate::foreign::forward_shim_log(dir, &record.id);
+            crate::foreign::options_any(handler)?
+        } else {
+            None
+        };
+        let shim = Shim::start(
+            shim_binary,
+            &record.id,
+            dir,
+            &self.events_socket,
+            start_options.as_ref(),
+        )
+        .await?;
         record.shim_address = shim.address.clone();
+        record.shim_task_api = shim.api.number();
         match shim.pid(&record.id).await {
             Ok(pid) => {
                 record.shim_pid = pid;
@@ -370,7 +409,8 @@ impl Pods {
         let shim = match shim {
             Some(s) => Some(s),
             None if !record.shim_address.is_empty() => {
-                Shim::connect(&record.shim_address).await.ok()
+                let api = shim::TaskApi::from_number(record.shim_task_api);
+                Shim::connect(&record.shim_address, api).await.ok()
             }
             None => None,
         };

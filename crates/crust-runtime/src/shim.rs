@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim_async::TaskClient;
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::ttrpc;
 
 use crate::RuntimeError;
@@ -71,10 +70,102 @@ pub fn resolve_binary(name: &str) -> Result<PathBuf, RuntimeError> {
     })
 }
 
+/// The version of containerd's Task API a shim serves, told by its reply
+/// to `start` the way containerd 2 tells it: a bootstrap reply (JSON
+/// `{"version":3,"address":...}`) names it, a bare address means v2
+/// (containerd 1.x shims, Debian 12's runc shim among them, register only
+/// `containerd.task.v2.Task`). The messages are the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskApi {
+    V2,
+    V3,
+}
+
+impl TaskApi {
+    fn service(self) -> &'static str {
+        match self {
+            TaskApi::V2 => "containerd.task.v2.Task",
+            TaskApi::V3 => "containerd.task.v3.Task",
+        }
+    }
+
+    /// As kept in a pod's record.
+    pub fn number(self) -> u32 {
+        match self {
+            TaskApi::V2 => 2,
+            TaskApi::V3 => 3,
+        }
+    }
+
+    /// From a pod's record; records from before the version was kept
+    /// name none, and their shim (crust-shim) serves both.
+    pub fn from_number(n: u32) -> TaskApi {
+        if n == 2 { TaskApi::V2 } else { TaskApi::V3 }
+    }
+}
+
+/// What a shim printed at `start`: where it serves and which Task API.
+pub(crate) fn parse_start_reply(stdout: &[u8]) -> Result<(String, TaskApi), String> {
+    let text = String::from_utf8_lossy(stdout);
+    let text = text.trim();
+    if text.starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            version: u32,
+            address: String,
+            #[serde(default)]
+            protocol: String,
+        }
+        let reply: Reply = serde_json::from_str(text)
+            .map_err(|e| format!("unreadable start reply {text:?}: {e}"))?;
+        if !reply.protocol.is_empty() && reply.protocol != "ttrpc" {
+            return Err(format!(
+                "the shim speaks {:?}; crust speaks ttrpc only",
+                reply.protocol
+            ));
+        }
+        let api = match reply.version {
+            2 => TaskApi::V2,
+            3 => TaskApi::V3,
+            v => {
+                return Err(format!(
+                    "the shim serves Task API v{v}; crust speaks v2 and v3"
+                ));
+            }
+        };
+        return Ok((reply.address, api));
+    }
+    if text.is_empty() {
+        return Err("the shim printed no address".into());
+    }
+    Ok((text.to_string(), TaskApi::V2))
+}
+
+/// containerd's Task service over ttrpc, under the service name of the
+/// version the shim serves (the generated client knows only v3's).
+#[derive(Clone)]
+struct TaskClient {
+    client: ttrpc::asynchronous::Client,
+    service: &'static str,
+}
+
+impl TaskClient {
+    async fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &str,
+        ctx: ttrpc::context::Context,
+        req: &Req,
+    ) -> ttrpc::Result<Resp> {
+        let mut cres = Resp::new();
+        ttrpc::async_client_request!(self, ctx, req, self.service, method, cres);
+    }
+}
+
 /// A connected shim.
 #[derive(Clone)]
 pub struct Shim {
     pub address: String,
+    pub api: TaskApi,
     client: TaskClient,
 }
 
@@ -85,11 +176,12 @@ impl Shim {
         pod_id: &str,
         dir: &Path,
         events_socket: &Path,
+        options: Option<&Any>,
     ) -> Result<Shim, RuntimeError> {
         // From its read-only exposed copy: the pod's containers are cloned
         // from the shim and see its binary as /proc/self/exe.
         let binary = exposed::path_of(binary);
-        let output = tokio::process::Command::new(binary)
+        let mut child = tokio::process::Command::new(binary)
             .args(["-namespace", NAMESPACE, "-id", pod_id, "-address"])
             .arg(events_socket)
             .arg("start")
@@ -97,8 +189,24 @@ impl Shim {
             .env("TTRPC_ADDRESS", events_socket)
             // crustd's systemd notify socket is crustd's alone.
             .env_remove("NOTIFY_SOCKET")
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::Shim(format!("cannot run {}: {e}", binary.display())))?;
+        // containerd hands the runtime options to `start` on stdin (the
+        // runc shim reads ShimCgroup there); EOF at once otherwise.
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            if let Some(options) = options {
+                let bytes = options
+                    .write_to_bytes()
+                    .map_err(|e| RuntimeError::Internal(format!("encoding shim options: {e}")))?;
+                let _ = stdin.write_all(&bytes).await;
+            }
+        }
+        let output = child
+            .wait_with_output()
             .await
             .map_err(|e| RuntimeError::Shim(format!("cannot run {}: {e}", binary.display())))?;
         if !output.status.success() {
@@ -109,23 +217,22 @@ impl Shim {
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
-        let address = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        if address.is_empty() {
-            return Err(RuntimeError::Shim(format!(
-                "{} start printed no address",
-                binary.display()
-            )));
-        }
-        Shim::connect(&address).await
+        let (address, api) = parse_start_reply(&output.stdout)
+            .map_err(|e| RuntimeError::Shim(format!("{} start: {e}", binary.display())))?;
+        Shim::connect(&address, api).await
     }
 
-    pub async fn connect(address: &str) -> Result<Shim, RuntimeError> {
+    pub async fn connect(address: &str, api: TaskApi) -> Result<Shim, RuntimeError> {
         let client = ttrpc::asynchronous::Client::connect(address)
             .await
             .map_err(|e| RuntimeError::Shim(format!("cannot connect to shim at {address}: {e}")))?;
         Ok(Shim {
             address: address.to_string(),
-            client: TaskClient::new(client),
+            api,
+            client: TaskClient {
+                client,
+                service: api.service(),
+            },
         })
     }
 
@@ -137,17 +244,20 @@ impl Shim {
         };
         let r = self
             .client
-            .connect(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::ConnectResponse>("Connect", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Connect", e))?;
         Ok(r.shim_pid)
     }
 
+    /// Creates a container's task; `options` are the runtime's own (runc's
+    /// Options), as containerd passes them.
     pub async fn create(
         &self,
         id: &str,
         bundle: &Path,
         stdio: &Stdio,
+        options: Option<Any>,
     ) -> Result<u32, RuntimeError> {
         let req = api::CreateTaskRequest {
             id: id.to_string(),
@@ -156,11 +266,12 @@ impl Shim {
             stdout: stdio.stdout.clone(),
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
+            options: options.into(),
             ..Default::default()
         };
         let r = self
             .client
-            .create(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::CreateTaskResponse>("Create", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Create", e))?;
         Ok(r.pid)
@@ -174,7 +285,7 @@ impl Shim {
         };
         let r = self
             .client
-            .start(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::StartResponse>("Start", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Start", e))?;
         Ok(r.pid)
@@ -195,7 +306,7 @@ impl Shim {
             ..Default::default()
         };
         self.client
-            .kill(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::Empty>("Kill", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Kill", e))?;
         Ok(())
@@ -215,7 +326,7 @@ impl Shim {
         };
         let r = self
             .client
-            .wait(ctx(timeout), &req)
+            .call::<_, api::WaitResponse>("Wait", ctx(timeout), &req)
             .await
             .map_err(|e| shim_error("Wait", e))?;
         Ok((r.exit_status, timestamp_nanos(r.exited_at.as_ref())))
@@ -227,7 +338,7 @@ impl Shim {
             ..Default::default()
         };
         self.client
-            .state(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::StateResponse>("State", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("State", e))
     }
@@ -238,7 +349,11 @@ impl Shim {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        match self.client.delete(ctx(CALL_TIMEOUT), &req).await {
+        match self
+            .client
+            .call::<_, api::DeleteResponse>("Delete", ctx(CALL_TIMEOUT), &req)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => match shim_error("Delete", e) {
                 RuntimeError::NotFound(_) => Ok(()),
@@ -271,7 +386,7 @@ impl Shim {
             ..Default::default()
         };
         self.client
-            .exec(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::Empty>("Exec", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Exec", e))?;
         Ok(())
@@ -286,7 +401,7 @@ impl Shim {
             ..Default::default()
         };
         self.client
-            .close_io(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::Empty>("CloseIO", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("CloseIO", e))?;
         Ok(())
@@ -307,7 +422,7 @@ impl Shim {
             ..Default::default()
         };
         self.client
-            .resize_pty(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::Empty>("ResizePty", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("ResizePty", e))?;
         Ok(())
@@ -325,7 +440,7 @@ impl Shim {
             ..Default::default()
         };
         self.client
-            .update(ctx(CALL_TIMEOUT), &req)
+            .call::<_, api::Empty>("Update", ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(|e| shim_error("Update", e))?;
         Ok(())
@@ -340,7 +455,7 @@ impl Shim {
         // The shim exits while answering; a dropped connection is success.
         let _ = self
             .client
-            .shutdown(ctx(Duration::from_secs(5)), &req)
+            .call::<_, api::Empty>("Shutdown", ctx(Duration::from_secs(5)), &req)
             .await;
         Ok(())
     }

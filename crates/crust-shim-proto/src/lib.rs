@@ -22,4 +22,5 @@ pub mod attach;
 pub mod bundle;
 pub mod cgroup;
 pub mod events;
+pub mod logger;
 pub mod stdio;

@@ -9,10 +9,15 @@
 //!
 //! Signals: SIGUSR1 reopens every container's log file (log rotation);
 //! SIGTERM/SIGINT exit the shim only when it holds no container.
+//!
+//! Also a containerd logging binary for containers another shim runs:
+//! `crust-shim mode cri-logger bundle <dir> [log <file>]`, the pairs in any
+//! order ([`cri_logger`]).
 
 mod attach;
 mod cgroup;
 mod container;
+mod cri_logger;
 mod crilog;
 mod events;
 mod helper;
@@ -57,6 +62,17 @@ const RUNTIME_NAME: &str = "crust-shim";
 
 fn main() {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let text: Option<Vec<String>> = args.iter().map(|a| a.to_str().map(String::from)).collect();
+    if let Some(logger) = text.as_deref().and_then(crust_shim_proto::logger::parse) {
+        let result = logger
+            .map_err(anyhow::Error::msg)
+            .and_then(|a| cri_logger::run(&a));
+        if let Err(e) = result {
+            eprintln!("{RUNTIME_NAME} cri-logger: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let flags = match containerd_shim::parse(&args) {
         Ok(f) => f,
         Err(e) => {

@@ -76,6 +76,9 @@ pub struct SandboxRecord {
     pub state_dir: String,
     /// ttrpc address of the pod's shim, and its pid.
     pub shim_address: String,
+    /// The Task API version the shim serves (2 or 3); 0 in records from
+    /// before it was kept, all of them crust-shim's (which serves both).
+    pub shim_task_api: u32,
     pub shim_pid: u32,
     /// The shim's start time (`/proc/<pid>/stat` field 22, clock ticks
     /// since boot) when `shim_pid` was recorded: signals go to that pid

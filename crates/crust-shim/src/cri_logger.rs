@@ -1,0 +1,173 @@
+//! `crust-shim mode cri-logger ...`: the logging binary crustd names in the
+//! `binary://` stdout URI of a container that another shim runs (see
+//! [`crust_shim_proto::logger`]). One process per container, a child of
+//! that shim, so it outlives a crustd restart as the shim does.
+//!
+//! It does for the container what crust-shim's own copiers do: CRI log
+//! records with the same splitting and limits ([`crate::crilog`]), the
+//! same attach socket and frames ([`crate::attach`]), SIGUSR1 reopens the
+//! log. It exits when both streams reach EOF, or at SIGTERM (the shim's
+//! way of closing it at Delete) once it has written what is readable.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use crust_shim_proto::logger::{self, LoggerArgs};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::attach::{self, AttachSocket};
+use crate::crilog::{CriLog, LineSplitter, Stream};
+
+const COPY_BUF: usize = 8 * 1024;
+
+pub fn run(args: &LoggerArgs) -> Result<()> {
+    // SAFETY: containerd's shims pass these fds to the logger and nothing
+    // else in this fresh process owns them.
+    let (stdout, stderr, ready) = unsafe {
+        (
+            OwnedFd::from_raw_fd(logger::STDOUT_FD),
+            OwnedFd::from_raw_fd(logger::STDERR_FD),
+            OwnedFd::from_raw_fd(logger::READY_FD),
+        )
+    };
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGUSR1,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPIPE,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block().context("block signals")?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let log = match &args.log {
+        Some(path) => Some(CriLog::open(path).with_context(|| format!("open {}", path.display()))?),
+        None => None,
+    };
+    let socket = AttachSocket::bind(&args.bundle)
+        .with_context(|| format!("attach socket in {}", args.bundle.display()))?;
+    write_pid_file(&args.bundle)?;
+    // Ready: the shim lets the container start.
+    drop(ready);
+
+    let mut streams: Vec<(OwnedFd, u8, LineSplitter)> = vec![
+        (stdout, attach::STDOUT, LineSplitter::new(Stream::Stdout)),
+        (stderr, attach::STDERR, LineSplitter::new(Stream::Stderr)),
+    ];
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut terminating = false;
+    while !streams.is_empty() {
+        let (stream_ready, accept, signal) = {
+            let mut fds: Vec<PollFd> = streams
+                .iter()
+                .map(|(fd, _, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            fds.push(PollFd::new(socket.fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+            // Once asked to stop, only what is readable now is copied.
+            let timeout = if terminating {
+                PollTimeout::ZERO
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(true)).collect();
+            let n = streams.len();
+            (ready[..n].to_vec(), ready[n], ready[n + 1])
+        };
+        if signal {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGUSR1) => {
+                        if let Some(log) = &log
+                            && let Err(e) = log.reopen()
+                        {
+                            eprintln!(
+                                "crust-shim cri-logger: reopen {}: {e}",
+                                log.path().display()
+                            );
+                        }
+                    }
+                    Ok(Signal::SIGTERM | Signal::SIGINT) => terminating = true,
+                    _ => {}
+                }
+            }
+        }
+        if accept {
+            socket.accept();
+        }
+        let mut i = 0;
+        for ready in stream_ready {
+            let (fd, id, splitter) = &mut streams[i];
+            let mut ended = false;
+            if ready {
+                match read(fd.as_fd(), &mut buf) {
+                    Ok(None) => {}
+                    Ok(Some(0)) | Err(_) => ended = true,
+                    Ok(Some(n)) => {
+                        socket.attachers().send(*id, &buf[..n]);
+                        if let Some(log) = &log {
+                            splitter.feed(log, &buf[..n]);
+                        }
+                    }
+                }
+            }
+            if ended {
+                if let Some(log) = &log {
+                    splitter.finish(log);
+                }
+                streams.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    if let Some(log) = &log {
+        for (_, _, splitter) in &mut streams {
+            splitter.finish(log);
+        }
+    }
+    // The output ended: attach clients see EOF; the socket file goes.
+    socket.remove();
+    let _ = std::fs::remove_file(args.bundle.join(logger::PID_FILE));
+    Ok(())
+}
+
+/// Reads what is there: `None` when nothing is (a non-blocking pipe).
+fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<usize>> {
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            other => return other.map(Some),
+        }
+    }
+}
+
+/// `<bundle>/cri-logger.pid`, written whole (temp file, then rename).
+fn write_pid_file(bundle: &Path) -> Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Field 22 (starttime), counted after the command's closing paren.
+    let start_time: u64 = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
+        .and_then(|f| f.parse().ok())
+        .context("no start time in /proc/self/stat")?;
+    let tmp = bundle.join(format!(".{}.tmp", logger::PID_FILE));
+    let mut f = File::create(&tmp)?;
+    f.write_all(logger::pid_file(std::process::id(), start_time).as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, bundle.join(logger::PID_FILE))?;
+    Ok(())
+}
