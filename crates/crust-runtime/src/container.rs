@@ -495,29 +495,63 @@ impl Pods {
         let shim = self.shim_for(&sandbox).await?;
         let handler = self.handler_of(&sandbox)?;
         let log = (!record.log_path.is_empty()).then(|| shim_log_path(&sandbox, &record));
-        let (stdout, options) = if crate::foreign::is_foreign(handler) {
-            // Another shim: crust-shim as its logging binary writes the
-            // log and serves attach.
-            let logger = crate::shim::resolve_binary("crust-shim")?;
-            let logger = crate::shim::exposed::path_of(&logger);
-            let uri = crate::foreign::logger_uri(logger, Path::new(&record.bundle), log);
-            (uri, crate::foreign::options_any(handler)?)
+        let stdin = crate::stream::stdin_fifo(&record)?;
+        let (stdio, options, log_writer) = if crate::foreign::is_foreign(handler) {
+            // Another shim: FIFOs, read by crust-shim as the log writer.
+            let binary = crate::shim::resolve_binary("crust-shim")?;
+            let binary = crate::shim::exposed::path_of(&binary);
+            let fifos = crate::foreign::start_log_writer(
+                binary,
+                Path::new(&record.bundle),
+                log,
+                record.tty,
+            )
+            .await?;
+            let stdio = crate::shim::Stdio {
+                stdin,
+                stdout: fifos.stdout.display().to_string(),
+                stderr: fifos
+                    .stderr
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                terminal: record.tty,
+            };
+            let options = match crate::foreign::options_any(handler) {
+                Ok(o) => o,
+                Err(e) => {
+                    fifos.abandon().await;
+                    return Err(e);
+                }
+            };
+            (stdio, options, Some(fifos))
         } else {
-            let uri = log
+            let stdout = log
                 .map(|p| crust_shim_proto::stdio::log_uri(&p))
                 .unwrap_or_default();
-            (uri, None)
-        };
-        let stdio = crate::shim::Stdio {
-            stdin: crate::stream::stdin_fifo(&record)?,
-            stderr: stdout.clone(),
-            stdout,
-            terminal: record.tty,
+            let stdio = crate::shim::Stdio {
+                stdin,
+                stderr: stdout.clone(),
+                stdout,
+                terminal: record.tty,
+            };
+            (stdio, None, None)
         };
         let mut started_at = 0;
         let started = async {
-            shim.create(&record.id, Path::new(&record.bundle), &stdio, options)
-                .await?;
+            let created = shim
+                .create(&record.id, Path::new(&record.bundle), &stdio, options)
+                .await;
+            match (created, log_writer) {
+                (Ok(_), Some(writer)) => writer.hand_over(),
+                (Err(e), Some(writer)) => {
+                    writer.abandon().await;
+                    return Err(e);
+                }
+                (created, None) => {
+                    created?;
+                }
+            }
             // Taken before Start: a quick process may exit before it returns.
             started_at = now_nanos();
             shim.start_process(&record.id, "").await

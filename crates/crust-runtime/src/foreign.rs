@@ -12,11 +12,13 @@
 //! - No pause container: the pod's namespaces are pinned files (and the
 //!   pod init's PID namespace), and the containers' specs join them by
 //!   path, which runc does as crust-shim does.
-//! - Container output goes through crust-shim run as a logging binary
-//!   ([`crust_shim_proto::logger`], a `binary://` stdout URI), which writes
-//!   the CRI log and serves the attach socket as crust-shim does for its
-//!   own containers; the shim keeps it running across crustd restarts.
-//!   Exec processes use FIFOs, as for crust-shim.
+//! - Container stdio is FIFOs, as every shim v2 takes them. crust-shim,
+//!   started by crustd as the container's log writer
+//!   ([`crust_shim_proto::logger`]), reads the output FIFOs, writes the
+//!   CRI log and serves the attach socket as crust-shim does for its own
+//!   containers; it is a process of its own, so output keeps flowing
+//!   while crustd restarts. The shim holds the stdin FIFO's writer
+//!   itself until CloseIO. Exec processes use FIFOs, as for crust-shim.
 //! - Runtime options (runc's `Options`) travel as containerd sends them:
 //!   a `containerd.runc.v1.Options` Any on `start`'s stdin and in Create.
 
@@ -28,6 +30,8 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::shim::oci::Options as RuncOptionsProto;
 use crust_config::{HandlerConfig, RuncOptions, ShimKind};
+use std::io::Read;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use crate::RuntimeError;
@@ -128,21 +132,154 @@ pub fn options_any(handler: &HandlerConfig) -> Result<Option<Any>, RuntimeError>
     }))
 }
 
-/// The stdout (and stderr) URI of a container another shim runs: crust-shim
-/// as its logging binary, writing `log` (none: attach only) and serving the
-/// attach socket in `bundle`.
-pub fn logger_uri(crust_shim: &Path, bundle: &Path, log: Option<PathBuf>) -> String {
+/// A container's output FIFOs in its bundle, read by its log writer.
+const STDOUT_FIFO: &str = "stdout";
+const STDERR_FIFO: &str = "stderr";
+/// How long a log writer may take to be ready.
+const LOGGER_READY_WAIT: Duration = Duration::from_secs(10);
+
+/// The stdout and stderr FIFO paths of a container another shim runs,
+/// with crust-shim already reading them as the container's log writer
+/// (CRI log `log`, none: attach only; attach socket in `bundle`).
+pub struct OutputFifos {
+    pub stdout: PathBuf,
+    /// None with a terminal: it has one output stream.
+    pub stderr: Option<PathBuf>,
+    logger: tokio::process::Child,
+}
+
+impl OutputFifos {
+    /// The shim took the FIFOs: the log writer runs on by itself (it ends
+    /// with the container's output), reaped here while crustd lives.
+    pub fn hand_over(self) {
+        let mut logger = self.logger;
+        tokio::spawn(async move {
+            let _ = logger.wait().await;
+        });
+    }
+
+    /// The container was never created: the log writer is stopped.
+    pub async fn abandon(mut self) {
+        if let Some(pid) = self.logger.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.logger.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.logger.kill().await;
+        }
+    }
+}
+
+/// Makes the FIFOs and starts the log writer on their read ends, as
+/// fds 3 and 4 (see [`crust_shim_proto::logger`]); returns once it is ready.
+pub async fn start_log_writer(
+    crust_shim: &Path,
+    bundle: &Path,
+    log: Option<PathBuf>,
+    terminal: bool,
+) -> Result<OutputFifos, RuntimeError> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let open_reader = |path: &Path| -> Result<OwnedFd, RuntimeError> {
+        crate::stream::make_fifo(path)?;
+        Ok(std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?
+            .into())
+    };
+    let stdout = bundle.join(STDOUT_FIFO);
+    let stdout_reader = open_reader(&stdout)?;
+    let (stderr, stderr_reader) = if terminal {
+        // Nothing comes on a terminal's stderr: EOF at once.
+        let null = std::fs::File::open("/dev/null")?.into();
+        (None, null)
+    } else {
+        let path = bundle.join(STDERR_FIFO);
+        let reader = open_reader(&path)?;
+        (Some(path), reader)
+    };
+    let (ready_reader, ready_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::Internal(format!("pipe: {e}")))?;
     let args = crust_shim_proto::logger::LoggerArgs {
         bundle: bundle.to_path_buf(),
         log,
     };
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(crust_shim_proto::logger::query(&args))
-        .finish();
-    let path = url::Url::from_file_path(crust_shim)
-        .map(|u| u.path().to_string())
-        .unwrap_or_else(|()| crust_shim.display().to_string());
-    format!("binary://{path}?{query}")
+    let mut command = tokio::process::Command::new(crust_shim);
+    for (key, value) in crust_shim_proto::logger::query(&args) {
+        command.arg(key).arg(value);
+    }
+    let fds = [
+        (
+            stdout_reader.as_raw_fd(),
+            crust_shim_proto::logger::STDOUT_FD,
+        ),
+        (
+            stderr_reader.as_raw_fd(),
+            crust_shim_proto::logger::STDERR_FD,
+        ),
+        (ready_writer.as_raw_fd(), crust_shim_proto::logger::READY_FD),
+    ];
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env_remove("NOTIFY_SOCKET");
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl,
+    // dup2, setsid) on fds this process owns; nothing allocates.
+    unsafe {
+        command.pre_exec(move || {
+            // Out of the way of 3..=5 first, so no source is overwritten.
+            let mut high = [0; 3];
+            for (i, (fd, _)) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, target)) in fds.iter().enumerate() {
+                if libc::dup2(high[i], *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Its own session: crustd's signals and terminal are not its.
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let logger = command.spawn().map_err(|e| {
+        RuntimeError::Internal(format!(
+            "cannot start the log writer {}: {e}",
+            crust_shim.display()
+        ))
+    })?;
+    drop((stdout_reader, stderr_reader, ready_writer));
+    // Ready once it closed fd 5 (EOF), having opened the log and bound
+    // the attach socket.
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 1];
+        std::fs::File::from(ready_reader).read(&mut buf)
+    });
+    let fifos = OutputFifos {
+        stdout,
+        stderr,
+        logger,
+    };
+    match tokio::time::timeout(LOGGER_READY_WAIT, ready).await {
+        Ok(Ok(Ok(_))) if bundle.join(crust_shim_proto::logger::PID_FILE).exists() => Ok(fifos),
+        _ => {
+            fifos.abandon().await;
+            Err(RuntimeError::Internal(format!(
+                "the log writer for {} did not start (is crust-shim at {}?)",
+                bundle.display(),
+                crust_shim.display()
+            )))
+        }
+    }
 }
 
 /// Asks the logging binary of a container to reopen its log (SIGUSR1),
@@ -170,26 +307,6 @@ pub fn reopen_log(bundle: &Path) -> Result<(), RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logger_uris_survive_gos_query_parsing() {
-        let uri = logger_uri(
-            Path::new("/opt/crust/bin/crust-shim"),
-            Path::new("/run/crust/containers/abc"),
-            Some(PathBuf::from("/var/log/pods/ns_a b&c/app/0.log")),
-        );
-        assert!(
-            uri.starts_with("binary:///opt/crust/bin/crust-shim?"),
-            "{uri}"
-        );
-        let url = url::Url::parse(&uri).unwrap();
-        assert_eq!(url.scheme(), "binary");
-        assert_eq!(url.path(), "/opt/crust/bin/crust-shim");
-        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        assert!(pairs.contains(&("log".into(), "/var/log/pods/ns_a b&c/app/0.log".into())));
-        assert!(pairs.contains(&("mode".into(), "cri-logger".into())));
-        assert!(pairs.contains(&("bundle".into(), "/run/crust/containers/abc".into())));
-    }
 
     #[test]
     fn runc_options_are_containerds_message() {

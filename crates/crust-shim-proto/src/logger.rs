@@ -1,15 +1,17 @@
-//! crust-shim as a logging binary for containers that another shim runs.
+//! crust-shim as the log writer of a container that another shim runs.
 //!
-//! containerd's shims (containerd-shim-runc-v2 among them) take a
-//! `binary://<path>?<query>` stdout URI: they start `<path>` with the
-//! container's stdout on fd 3, its stderr on fd 4 and a pipe on fd 5 that
-//! the logger closes once it is ready, and pass the query as arguments,
-//! each key followed by its value, the pairs in no fixed order (Go map
-//! order). crustd names crust-shim there with [`MODE`] and the keys below;
-//! crust-shim then writes the CRI log file and serves the bundle's attach
-//! socket ([`crate::attach`]) exactly as it does for its own containers,
-//! and reopens the log on SIGUSR1. It records itself in [`PID_FILE`] in
-//! the bundle so that crustd can signal it for ReopenContainerLog.
+//! Other shims (containerd-shim-runc-v2 among them) take FIFO paths for a
+//! container's stdio. crustd makes the stdout and stderr FIFOs and starts
+//! crust-shim with their read ends on fd 3 and fd 4 and a pipe on fd 5
+//! that it closes once it is ready: the fds containerd's shims give a
+//! `binary://` logging binary, so it serves as one too. Its arguments are
+//! key-value pairs in any order (a `binary://` URI's query arrives so, in
+//! Go map order): [`MODE`] and the keys below. crust-shim then writes the
+//! CRI log file and serves the bundle's attach socket ([`crate::attach`])
+//! exactly as it does for its own containers, reopens the log on SIGUSR1,
+//! and exits when both streams end. It records itself in [`PID_FILE`] in
+//! the bundle so that crustd can signal it for ReopenContainerLog. It is
+//! a process of its own, so the output keeps flowing while crustd restarts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,7 +54,7 @@ pub fn query(args: &LoggerArgs) -> Vec<(&'static str, String)> {
 /// Whether a shim's arguments are a logger invocation, and which: `None`
 /// when they are not key-value pairs with `mode cri-logger`.
 pub fn parse(args: &[String]) -> Option<Result<LoggerArgs, String>> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return None;
     }
     let pairs: BTreeMap<&str, &str> = args

@@ -1,7 +1,7 @@
-//! `crust-shim mode cri-logger ...`: the logging binary crustd names in the
-//! `binary://` stdout URI of a container that another shim runs (see
-//! [`crust_shim_proto::logger`]). One process per container, a child of
-//! that shim, so it outlives a crustd restart as the shim does.
+//! `crust-shim mode cri-logger ...`: the log writer of a container that
+//! another shim runs, reading its stdout and stderr FIFOs (see
+//! [`crust_shim_proto::logger`]). One process per container, in a session
+//! of its own, so it outlives a crustd restart as the shim does.
 //!
 //! It does for the container what crust-shim's own copiers do: CRI log
 //! records with the same splitting and limits ([`crate::crilog`]), the
@@ -26,8 +26,8 @@ use crate::crilog::{CriLog, LineSplitter, Stream};
 const COPY_BUF: usize = 8 * 1024;
 
 pub fn run(args: &LoggerArgs) -> Result<()> {
-    // SAFETY: containerd's shims pass these fds to the logger and nothing
-    // else in this fresh process owns them.
+    // SAFETY: whoever started the logger (crustd, or a containerd shim)
+    // passes these fds, and nothing else in this fresh process owns them.
     let (stdout, stderr, ready) = unsafe {
         (
             OwnedFd::from_raw_fd(logger::STDOUT_FD),
@@ -53,7 +53,7 @@ pub fn run(args: &LoggerArgs) -> Result<()> {
     let socket = AttachSocket::bind(&args.bundle)
         .with_context(|| format!("attach socket in {}", args.bundle.display()))?;
     write_pid_file(&args.bundle)?;
-    // Ready: the shim lets the container start.
+    // Ready: the container may start.
     drop(ready);
 
     let mut streams: Vec<(OwnedFd, u8, LineSplitter)> = vec![
