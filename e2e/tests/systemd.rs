@@ -412,3 +412,131 @@ async fn the_package_runs_crust_under_systemd_with_the_systemd_cgroup_driver() {
     let dir = sb.dir.path().display().to_string();
     assert!(!mounts.contains(&dir), "mounts left under {dir}");
 }
+
+/// containerd's runc shim as a RuntimeClass handler under the systemd
+/// driver: crust sets runc's SystemdCgroup to match, so runc puts the
+/// container in a scope in the pod's slice with its limits, and crust's
+/// log writer, exec and stop work under the packaged unit.
+#[tokio::test]
+async fn the_runc_handler_runs_containers_as_scopes_under_systemd() {
+    if let Some(why) = crust_e2e::systemd::unavailable() {
+        eprintln!("SKIPPED: no systemd sandbox here: {why}");
+        return;
+    }
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let sb = Sandbox::boot();
+    let debs = sb.dir.path().join("debs");
+    let deb = package(&debs, "0.1.0");
+    sb.write(
+        "/etc/cni/net.d/10-lo.conflist",
+        r#"{"cniVersion":"1.0.0","name":"lo-only","plugins":[{"type":"loopback"}]}"#,
+    );
+    sb.write(
+        "/etc/crust/config.d/50-e2e.yaml",
+        "metrics:\n  address: 127.0.0.1:0\nruntime:\n  handlers:\n    runc:\n      shim: /usr/bin/containerd-shim-runc-v2\n      options: {BinaryName: /usr/sbin/runc}\n",
+    );
+    sb.copy_in(&deb, "/root/crust.deb");
+    sb.ok("dpkg -i /root/crust.deb");
+    let mut c = client(&sb).await;
+    c.pull(&image_ref(BUSYBOX)).await.unwrap();
+    let pod_cfg = pod_config();
+    let pod = c
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: "runc".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = c
+        .run_container(
+            &pod,
+            &pod_cfg,
+            container(
+                "sleeper",
+                &["sh", "-c", "echo hello-from-runc; exec sleep 3600"],
+                64 << 20,
+            ),
+        )
+        .await;
+    let unit = format!("cri-crust-{id}.scope");
+    assert_eq!(sb.ok(&format!("systemctl is-active {unit}")), "active");
+    assert_eq!(
+        sb.ok(&format!("systemctl show -p Slice --value {unit}")),
+        POD_SLICE
+    );
+    let limit = if v2 {
+        format!(
+            "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/{POD_SLICE}/{unit}/memory.max"
+        )
+    } else {
+        format!("{}/memory.limit_in_bytes", scope_dir("memory", &id))
+    };
+    assert_eq!(sb.ok(&format!("cat {limit}")), (64u64 << 20).to_string());
+    // The shim is containerd's, and crust-shim writes the log.
+    let info = c.pod_info(&pod).await;
+    let shim_pid = info["pid"].as_u64().unwrap_or(0);
+    assert!(shim_pid > 0, "{info}");
+    assert_eq!(
+        sb.ok(&format!("cat /proc/{shim_pid}/comm")),
+        "containerd-shim"
+    );
+    let log = format!("{}/sleeper.log", pod_cfg.log_directory);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sb
+        .ok(&format!("cat {log} 2>/dev/null || true"))
+        .contains("stdout F hello-from-runc")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "log: {}",
+            sb.sh(&format!("cat {log}")).stdout
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = c
+        .exec_sync(&id, &["echo", "exec-ok"], 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", journal_and_processes(&sb)));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-ok\n");
+    // A restart of the unit keeps the container and its shim.
+    sb.ok("systemctl restart crust");
+    let mut c = client(&sb).await;
+    let out = c
+        .exec_sync(&id, &["echo", "after-restart"], 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", journal_and_processes(&sb)));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after-restart\n");
+    // Stopping kills the container although systemd moved it out of
+    // the devices hierarchy (runc 1.1's kill --all looks only there).
+    c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", journal_and_processes(&sb)));
+    c.remove_pod(&pod).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sb.ok("systemctl list-units --all --no-legend 'cri-crust-*' | wc -l") != "0" {
+        assert!(Instant::now() < deadline, "scope left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(c);
+    sb.ok("dpkg --purge crust");
+    let problems = sb.halt();
+    assert!(problems.is_empty(), "{problems}");
+}
+
+/// The sandbox's journal tail, its processes and their cgroups: what a
+/// failure in a runc pod needs to be understood.
+fn journal_and_processes(sb: &Sandbox) -> String {
+    let journal = sb
+        .sh("journalctl --no-pager | grep -av 'Found left-over\\|This usually' | tail -40")
+        .stdout;
+    let processes = sb
+        .sh("for p in /proc/[0-9]*; do echo $p $(cut -d' ' -f1-4 $p/stat) $(tr '\\0' ' ' < $p/cmdline | cut -c1-150); done; systemctl list-units --all --no-legend 'cri-*'; for p in $(pgrep -x sleep); do cat /proc/$p/cgroup; done")
+        .stdout;
+    format!("{journal}\n{processes}")
+}

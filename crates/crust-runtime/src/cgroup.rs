@@ -79,6 +79,29 @@ pub fn exists(path: &str) -> bool {
     dirs(path).iter().any(|d| d.exists())
 }
 
+/// SIGKILLs every process in cgroup `path`, in every hierarchy it has
+/// (a process systemd moved out of one v1 hierarchy is still found in the
+/// others); returns how many were signalled. The pids are read from the
+/// cgroup just before, and a process cannot leave it but by exiting.
+pub fn kill_all(path: &str) -> usize {
+    let mut pids = std::collections::BTreeSet::new();
+    for dir in dirs(path) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids.into_iter()
+        .filter(|pid| *pid > 0)
+        .filter(|pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        })
+        .count()
+}
+
 /// Usage of one cgroup, as CRI stats want it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -517,7 +517,10 @@ impl Pods {
                     .unwrap_or_default(),
                 terminal: record.tty,
             };
-            let options = match crate::foreign::options_any(handler) {
+            let options = match crate::foreign::options_any(
+                handler,
+                self.cgroup_driver == crust_config::CgroupDriver::Systemd,
+            ) {
                 Ok(o) => o,
                 Err(e) => {
                     fifos.abandon().await;
@@ -627,6 +630,15 @@ impl Pods {
                 | Err(RuntimeError::NotFound(_))
                 | Err(RuntimeError::FailedPrecondition(_)) => {}
                 Err(e) => return Err(e),
+            }
+            // runc 1.1 finds a container's processes in the devices
+            // hierarchy alone, which systemd (cgroup v1) may have moved
+            // them out of: then its kill --all signals nothing. crust
+            // kills what is in the container's cgroup itself.
+            if crate::foreign::is_foreign(self.handler_of(&sandbox)?)
+                && !record.cgroup_path.is_empty()
+            {
+                cgroup::kill_all(&record.cgroup_path);
             }
             match shim.wait(&record.id, "", KILL_WAIT).await {
                 Ok(exit) => exited = Some(exit),

@@ -105,11 +105,22 @@ pub fn forward_shim_log(dir: &Path, pod_id: &str) {
 }
 
 /// The runc shim's options as containerd sends them: `containerd.runc.v1.Options`.
-pub fn options_any(handler: &HandlerConfig) -> Result<Option<Any>, RuntimeError> {
+/// `SystemdCgroup` follows crust's cgroup driver (`systemd`) unless set:
+/// crust writes cgroupsPath in its driver's form, which runc must read the
+/// same way, so a contradicting setting is an error.
+pub fn options_any(handler: &HandlerConfig, systemd: bool) -> Result<Option<Any>, RuntimeError> {
     if handler.kind() != ShimKind::RuncV2 {
         return Ok(None);
     }
-    let o: RuncOptions = handler.runc_options().map_err(RuntimeError::Config)?;
+    let mut o: RuncOptions = handler.runc_options().map_err(RuntimeError::Config)?;
+    if handler.options.contains_key("SystemdCgroup") && o.systemd_cgroup != systemd {
+        return Err(RuntimeError::Config(format!(
+            "the runc handler's SystemdCgroup is {} but crust's cgroup driver is {}: cgroup paths would be read the wrong way; remove SystemdCgroup or make it match",
+            o.systemd_cgroup,
+            if systemd { "systemd" } else { "cgroupfs" }
+        )));
+    }
+    o.systemd_cgroup = systemd;
     let proto = RuncOptionsProto {
         no_pivot_root: o.no_pivot_root,
         no_new_keyring: o.no_new_keyring,
@@ -315,13 +326,29 @@ mod tests {
             "options": {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": true}
         }))
         .unwrap();
-        let any = options_any(&handler).unwrap().unwrap();
+        let any = options_any(&handler, true).unwrap().unwrap();
         assert_eq!(any.type_url, "containerd.runc.v1.Options");
         let o = RuncOptionsProto::parse_from_bytes(&any.value).unwrap();
         assert_eq!(o.binary_name, "/usr/sbin/runc");
         assert!(o.systemd_cgroup);
+        // Set against crust's own driver: refused, naming both.
+        let e = options_any(&handler, false).unwrap_err().to_string();
+        assert!(
+            e.contains("SystemdCgroup is true") && e.contains("cgroupfs"),
+            "{e}"
+        );
+        // Unset: it follows crust's driver.
+        let plain: HandlerConfig = serde_json::from_value(serde_json::json!({
+            "shim": "containerd-shim-runc-v2", "options": {"BinaryName": "runc"}
+        }))
+        .unwrap();
+        for systemd in [true, false] {
+            let any = options_any(&plain, systemd).unwrap().unwrap();
+            let o = RuncOptionsProto::parse_from_bytes(&any.value).unwrap();
+            assert_eq!(o.systemd_cgroup, systemd);
+        }
         let crust: HandlerConfig =
             serde_json::from_value(serde_json::json!({"shim": "crust-shim"})).unwrap();
-        assert!(options_any(&crust).unwrap().is_none());
+        assert!(options_any(&crust, false).unwrap().is_none());
     }
 }

@@ -361,7 +361,10 @@ impl Pods {
         let start_options = if crate::foreign::is_foreign(handler) {
             crate::foreign::prepare_pod_dir(dir, &record.id)?;
             crate::foreign::forward_shim_log(dir, &record.id);
-            crate::foreign::options_any(handler)?
+            crate::foreign::options_any(
+                handler,
+                self.cgroup_driver == crust_config::CgroupDriver::Systemd,
+            )?
         } else {
             None
         };

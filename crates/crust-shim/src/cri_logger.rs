@@ -24,6 +24,8 @@ use crate::attach::{self, AttachSocket};
 use crate::crilog::{CriLog, LineSplitter, Stream};
 
 const COPY_BUF: usize = 8 * 1024;
+/// How often (ms) an idle writer checks that its bundle still exists.
+const IDLE_CHECK_MS: u16 = 5000;
 
 pub fn run(args: &LoggerArgs) -> Result<()> {
     // SAFETY: whoever started the logger (crustd, or a containerd shim)
@@ -74,10 +76,14 @@ pub fn run(args: &LoggerArgs) -> Result<()> {
             let timeout = if terminating {
                 PollTimeout::ZERO
             } else {
-                PollTimeout::NONE
+                PollTimeout::from(IDLE_CHECK_MS)
             };
             match poll(&mut fds, timeout) {
-                Ok(0) => break,
+                Ok(0) if terminating => break,
+                // A crustd that died before the shim took the FIFOs leaves
+                // no writer ever: once the bundle is removed, so is this.
+                Ok(0) if !args.bundle.exists() => break,
+                Ok(0) => continue,
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("poll"),
