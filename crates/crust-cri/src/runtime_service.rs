@@ -760,14 +760,10 @@ impl Cri {
         let rro = crust_spec::recursive_read_only_supported();
         let userns = rt.pods.user_namespaces().is_ok();
         let handler = |name: &str| {
-            let shim = rt
+            let crust_shim = rt
                 .config
                 .handler(name)
-                .map(|(_, h)| h.shim.as_str())
-                .unwrap_or("");
-            let crust_shim = std::path::Path::new(shim)
-                .file_name()
-                .is_some_and(|f| f == "crust-shim");
+                .is_some_and(|(_, h)| h.kind() == crust_config::ShimKind::Crust);
             cri::RuntimeHandler {
                 name: name.to_string(),
                 features: Some(cri::RuntimeHandlerFeatures {

@@ -250,4 +250,11 @@ mod tests {
         let container: ContainerRecord = serde_json::from_str(r#"{"id":"c","pid":44}"#).unwrap();
         assert_eq!((container.pid, container.pid_start_time), (44, 0));
     }
+
+    #[test]
+    fn pods_from_before_the_task_api_version_was_kept_decode_as_unknown() {
+        let sandbox: SandboxRecord =
+            serde_json::from_str(r#"{"id":"p","shim_address":"unix:///x"}"#).unwrap();
+        assert_eq!(sandbox.shim_task_api, 0);
+    }
 }
