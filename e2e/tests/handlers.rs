@@ -364,7 +364,7 @@ async fn streaming_exec_attach_and_tty_under_each_handler() {
 }
 
 #[tokio::test]
-async fn reopen_log_stats_and_update_under_each_handler() {
+async fn reopen_log_stats_oom_and_update_under_each_handler() {
     let Some(crustd) = crustd().await else { return };
     let mut c = crustd.client().await;
     for handler in HANDLERS {
@@ -420,6 +420,27 @@ async fn reopen_log_stats_and_update_under_each_handler() {
         assert!(cpu.usage_core_nano_seconds.unwrap().value > 0, "{handler}");
         let memory = stats.memory.unwrap();
         assert!(memory.working_set_bytes.unwrap().value > 0, "{handler}");
+
+        // An OOM kill is reported as such.
+        let mut hog_cfg = container_config(
+            "hog",
+            &image_ref(BUSYBOX),
+            &["sh", "-c", "head -c 256m /dev/zero | tail"],
+        );
+        hog_cfg.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let hog = c.run_container(&pod, &pod_cfg, hog_cfg).await;
+        let hog_status = c.wait_exited(&hog, Duration::from_secs(30)).await;
+        assert_eq!(
+            (hog_status.reason.as_str(), hog_status.exit_code),
+            ("OOMKilled", 137),
+            "{handler}"
+        );
 
         // UpdateContainerResources through the shim lands in the cgroup.
         c.runtime
