@@ -16,8 +16,10 @@ const RUNC: &str = "/usr/sbin/runc";
 const HANDLERS: &[&str] = &["runc", "crust"];
 
 fn handler_config() -> String {
+    // Debug from container.rs: a failed shim Stats (then read from the
+    // cgroup instead) shows in the log.
     format!(
-        "runtime:\n  handlers:\n    crust:\n      shim: crust-shim\n    runc:\n      shim: {RUNC_SHIM}\n      options: {{BinaryName: {RUNC}}}\n"
+        "runtime:\n  handlers:\n    crust:\n      shim: crust-shim\n    runc:\n      shim: {RUNC_SHIM}\n      options: {{BinaryName: {RUNC}}}\nlog:\n  level: info,crust_runtime::container=debug\n"
     )
 }
 
@@ -420,6 +422,12 @@ async fn reopen_log_stats_oom_and_update_under_each_handler() {
         assert!(cpu.usage_core_nano_seconds.unwrap().value > 0, "{handler}");
         let memory = stats.memory.unwrap();
         assert!(memory.working_set_bytes.unwrap().value > 0, "{handler}");
+        // Under runc they came from the shim's Stats (cgroup metrics).
+        assert!(
+            !crustd.log().contains("shim Stats failed"),
+            "{handler}: {}",
+            crustd.log()
+        );
 
         // An OOM kill is reported as such.
         let mut hog_cfg = container_config(

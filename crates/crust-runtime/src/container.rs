@@ -1048,7 +1048,7 @@ impl Pods {
     /// container's previous reading, which this one replaces.
     pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, RuntimeError> {
         let record = self.require_container(id)?;
-        let usage = cgroup::usage(&record.cgroup_path);
+        let usage = self.usage_of(&record);
         let now = now_nanos();
         let sample = StatsSample {
             at_nanos: now,
@@ -1243,6 +1243,31 @@ impl Pods {
             }
         }
         Ok(())
+    }
+
+    /// A container's CPU and memory usage: from its cgroup, or, under
+    /// another shim, from that shim's Stats (a shim whose containers run
+    /// in a VM has the only view of them), the cgroup when that fails.
+    /// Blocks: called on the blocking pool.
+    fn usage_of(&self, record: &ContainerRecord) -> cgroup::Usage {
+        let Some(sandbox) = self
+            .require_sandbox(&record.sandbox_id)
+            .ok()
+            .filter(|s| self.handler_of(s).is_ok_and(crate::foreign::is_foreign))
+        else {
+            return cgroup::usage(&record.cgroup_path);
+        };
+        if record.state != ContainerState::Running {
+            return cgroup::usage(&record.cgroup_path);
+        }
+        let from_shim = tokio::runtime::Handle::current().block_on(async {
+            let stats = self.shim_for(&sandbox).await?.stats(&record.id).await?;
+            crate::foreign::usage_from_metrics(&stats).map_err(RuntimeError::Shim)
+        });
+        from_shim.unwrap_or_else(|e| {
+            tracing::debug!(container_id = %record.id, error = %e, "shim Stats failed; reading the cgroup");
+            cgroup::usage(&record.cgroup_path)
+        })
     }
 
     /// Waits briefly for the pod's sandbox cgroup usage (pod stats).

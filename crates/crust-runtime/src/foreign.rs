@@ -315,6 +315,45 @@ pub fn reopen_log(bundle: &Path) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::Internal(format!("reopening the log: {e}")))
 }
 
+/// A container's usage from a shim's Stats reply, as containerd's runc
+/// shim sends it: `io.containerd.cgroups.v1.Metrics` or
+/// `io.containerd.cgroups.v2.Metrics`; working set and RSS are derived as
+/// crust does from the cgroup files ([`crate::cgroup::usage`]).
+pub fn usage_from_metrics(stats: &Any) -> Result<crate::cgroup::Usage, String> {
+    use containerd_shim_protos::{cgroups, cgroups_v2};
+    let name = stats.type_url.rsplit('/').next().unwrap_or_default();
+    match name {
+        "io.containerd.cgroups.v1.Metrics" => {
+            let m = cgroups::metrics::Metrics::parse_from_bytes(&stats.value)
+                .map_err(|e| format!("undecodable v1 metrics: {e}"))?;
+            let mem = m.memory.get_or_default();
+            let usage = mem.usage.get_or_default().usage;
+            Ok(crate::cgroup::Usage {
+                cpu_usage_nanos: m.cpu.get_or_default().usage.get_or_default().total,
+                memory_usage: usage,
+                memory_working_set: usage.saturating_sub(mem.total_inactive_file),
+                memory_rss: mem.total_rss,
+                page_faults: mem.total_pg_fault,
+                major_page_faults: mem.total_pg_maj_fault,
+            })
+        }
+        "io.containerd.cgroups.v2.Metrics" => {
+            let m = cgroups_v2::metrics::Metrics::parse_from_bytes(&stats.value)
+                .map_err(|e| format!("undecodable v2 metrics: {e}"))?;
+            let mem = m.memory.get_or_default();
+            Ok(crate::cgroup::Usage {
+                cpu_usage_nanos: m.cpu.get_or_default().usage_usec.saturating_mul(1000),
+                memory_usage: mem.usage,
+                memory_working_set: mem.usage.saturating_sub(mem.inactive_file),
+                memory_rss: mem.anon,
+                page_faults: mem.pgfault,
+                major_page_faults: mem.pgmajfault,
+            })
+        }
+        other => Err(format!("stats of an unknown type {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +389,65 @@ mod tests {
         let crust: HandlerConfig =
             serde_json::from_value(serde_json::json!({"shim": "crust-shim"})).unwrap();
         assert!(options_any(&crust, false).unwrap().is_none());
+    }
+
+    #[test]
+    fn shim_metrics_of_both_cgroup_versions_become_usage() {
+        use containerd_shim_protos::{cgroups, cgroups_v2};
+        let mut v1 = cgroups::metrics::Metrics::new();
+        v1.cpu
+            .mut_or_insert_default()
+            .usage
+            .mut_or_insert_default()
+            .total = 5_000;
+        let mem = v1.memory.mut_or_insert_default();
+        mem.usage.mut_or_insert_default().usage = 10_000;
+        mem.total_inactive_file = 4_000;
+        mem.total_rss = 3_000;
+        mem.total_pg_fault = 7;
+        mem.total_pg_maj_fault = 1;
+        let any = Any {
+            type_url: "io.containerd.cgroups.v1.Metrics".into(),
+            value: v1.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        let u = usage_from_metrics(&any).unwrap();
+        assert_eq!(
+            (
+                u.cpu_usage_nanos,
+                u.memory_usage,
+                u.memory_working_set,
+                u.memory_rss
+            ),
+            (5_000, 10_000, 6_000, 3_000)
+        );
+        assert_eq!((u.page_faults, u.major_page_faults), (7, 1));
+
+        let mut v2 = cgroups_v2::metrics::Metrics::new();
+        v2.cpu.mut_or_insert_default().usage_usec = 5;
+        let mem = v2.memory.mut_or_insert_default();
+        mem.usage = 10_000;
+        mem.inactive_file = 12_000;
+        mem.anon = 2_000;
+        let any = Any {
+            type_url: "types.googleapis.com/io.containerd.cgroups.v2.Metrics".into(),
+            value: v2.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        let u = usage_from_metrics(&any).unwrap();
+        assert_eq!(
+            (
+                u.cpu_usage_nanos,
+                u.memory_usage,
+                u.memory_working_set,
+                u.memory_rss
+            ),
+            (5_000, 10_000, 0, 2_000)
+        );
+        let unknown = Any {
+            type_url: "io.containerd.windows.Stats".into(),
+            ..Default::default()
+        };
+        assert!(usage_from_metrics(&unknown).is_err());
     }
 }

@@ -343,6 +343,22 @@ impl Shim {
             .map_err(|e| shim_error("State", e))
     }
 
+    /// The shim's Stats of a container: its cgroup metrics as an Any.
+    pub async fn stats(&self, id: &str) -> Result<Any, RuntimeError> {
+        let req = api::StatsRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .call::<_, api::StatsResponse>("Stats", ctx(CALL_TIMEOUT), &req)
+            .await
+            .map_err(|e| shim_error("Stats", e))?;
+        r.stats
+            .into_option()
+            .ok_or_else(|| RuntimeError::Shim(format!("shim Stats of {id}: no stats")))
+    }
+
     pub async fn delete(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
         let req = api::DeleteRequest {
             id: id.to_string(),
