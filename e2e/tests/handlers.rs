@@ -59,6 +59,26 @@ async fn run_pod(
         .map(|r| r.into_inner().pod_sandbox_id)
 }
 
+/// The cmdlines of crust-shim log writers still running for this crustd.
+fn log_writers_of(crustd: &Crustd) -> Vec<String> {
+    let dir = crustd.dir.path().display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("cri-logger") && c.contains(&dir))
+            .collect();
+        // They end with the containers' output: give them a moment.
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn log_records(path: &str) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -186,6 +206,11 @@ async fn two_containers_log_exec_and_stop_under_each_handler() {
         assert!(c.list_pods().await.iter().all(|p| p.id != pod));
     }
     assert_eq!(crustd.mounts_left(), Vec::<String>::new());
+    assert_eq!(
+        log_writers_of(&crustd),
+        Vec::<String>::new(),
+        "log writers left"
+    );
 }
 
 /// A ready pod under `handler` with a pulled busybox.
@@ -527,6 +552,9 @@ async fn a_running_container_survives_a_crustd_kill_and_its_later_exit_is_record
         done.exit_code, 9,
         "{handler}: the exit missed while down is recorded"
     );
+    // Its log writer kept writing while crustd was down.
+    let log = std::fs::read_to_string(&done.log_path).unwrap();
+    assert!(log.contains("stdout F bye"), "{handler}: {log}");
     let (handler, _, alive_id, flag_dir) = &running[1];
     let alive = c.container_status(alive_id).await;
     assert_eq!(
@@ -545,7 +573,6 @@ async fn a_running_container_survives_a_crustd_kill_and_its_later_exit_is_record
     assert_eq!(done.exit_code, 9, "{handler}");
     let log = std::fs::read_to_string(&done.log_path).unwrap();
     assert!(log.contains("stdout F bye"), "{handler}: {log}");
-    // And the other way round for the runc one: exit after the restart.
     for (_, pod, _, _) in &running {
         c.runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {

@@ -456,7 +456,11 @@ async fn the_runc_handler_runs_containers_as_scopes_under_systemd() {
             &pod_cfg,
             container(
                 "sleeper",
-                &["sh", "-c", "echo hello-from-runc; exec sleep 3600"],
+                &[
+                    "sh",
+                    "-c",
+                    "echo hello-from-runc; while sleep 0.2; do [ -e /tmp/say ] && echo said-after-restart && rm /tmp/say; done",
+                ],
                 64 << 20,
             ),
         )
@@ -509,6 +513,20 @@ async fn the_runc_handler_runs_containers_as_scopes_under_systemd() {
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", journal_and_processes(&sb)));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "after-restart\n");
+    // The log writer outlived the unit's restart.
+    c.exec_sync(&id, &["touch", "/tmp/say"], 10).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sb
+        .ok(&format!("cat {log} 2>/dev/null || true"))
+        .contains("stdout F said-after-restart")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "log: {}",
+            sb.sh(&format!("cat {log}")).stdout
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Stopping kills the container although systemd moved it out of
     // the devices hierarchy (runc 1.1's kill --all looks only there).
     c.runtime

@@ -953,7 +953,7 @@ mod tests {
         let etc = Etc::new(None);
         etc.dropin(
             "10-a.yaml",
-            "runtime:\n  handlers:\n    \"yes\":\n      shim: \"containerd-shim-runc-v2\"\n      options:\n        BinaryName: \"a # b\"\n        ShimCgroup: \"line one\\nline two\"\n        Root: \"\"\n        SystemdCgroup: true\n        IoUid: 7\n",
+            "runtime:\n  handlers:\n    \"yes\":\n      shim: \"containerd-shim-runc-v2\"\n      options:\n        BinaryName: \"a # b\"\n        ShimCgroup: \"line one\\nline two\"\n        Root: \"\"\n        NoPivotRoot: true\n        IoUid: 7\n",
         );
         let loaded = etc.load().unwrap();
         let text = loaded.annotated_yaml();

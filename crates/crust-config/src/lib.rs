@@ -403,6 +403,17 @@ impl Config {
             handler
                 .validate()
                 .map_err(|e| format!("runtime.handlers.{name}.options: {e}"))?;
+            // crust writes cgroupsPath in its driver's form; runc must read
+            // it the same way (unset, crust sets it to match).
+            if handler.kind() == ShimKind::RuncV2
+                && let Some(OptionValue::Bool(systemd)) = handler.options.get("SystemdCgroup")
+                && *systemd != (self.effective_cgroup_driver() == CgroupDriver::Systemd)
+            {
+                return Err(format!(
+                    "runtime.handlers.{name}.options.SystemdCgroup is {systemd} but cgroup_driver is {:?}: remove SystemdCgroup (crust sets it to match) or make them agree",
+                    self.effective_cgroup_driver()
+                ));
+            }
         }
         if !rt.handlers.contains_key(&rt.default_handler) {
             return Err(format!(
@@ -575,6 +586,24 @@ mod tests {
         let text = "runtime:\n  handlers:\n    Bad_Name:\n      shim: x\n";
         let err = Config::from_yaml(text, "t").unwrap_err().to_string();
         assert!(err.contains("Bad_Name"), "{err}");
+    }
+
+    #[test]
+    fn a_runc_systemd_cgroup_setting_must_agree_with_the_driver() {
+        let text = |driver: &str, systemd: bool| {
+            format!(
+                "cgroup_driver: {driver}\nruntime:\n  default_handler: runc\n  handlers:\n    runc:\n      shim: containerd-shim-runc-v2\n      options: {{SystemdCgroup: {systemd}}}\n"
+            )
+        };
+        Config::from_yaml(&text("systemd", true), "t").unwrap();
+        Config::from_yaml(&text("cgroupfs", false), "t").unwrap();
+        let e = Config::from_yaml(&text("cgroupfs", true), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("runtime.handlers.runc.options.SystemdCgroup is true"),
+            "{e}"
+        );
     }
 
     #[test]

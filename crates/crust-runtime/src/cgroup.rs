@@ -81,23 +81,31 @@ pub fn exists(path: &str) -> bool {
 
 /// SIGKILLs every process in cgroup `path`, in every hierarchy it has
 /// (a process systemd moved out of one v1 hierarchy is still found in the
-/// others); returns how many were signalled. The pids are read from the
-/// cgroup just before, and a process cannot leave it but by exiting.
+/// others); returns how many were signalled. Each is signalled through a
+/// pidfd opened before checking that it is still in the cgroup, so a pid
+/// reused meanwhile is left alone.
 pub fn kill_all(path: &str) -> usize {
     let mut pids = std::collections::BTreeSet::new();
     for dir in dirs(path) {
         if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
         }
     }
+    let rel = relative(path);
+    let member = |pid: u32| -> Result<(), crate::process::SignalError> {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map_err(|_| crate::process::SignalError::Gone(pid))?;
+        // Lines are `id:controllers:/path`; the container's dir ends it.
+        cgroups
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|p| p.trim_start_matches('/') == rel.trim_start_matches('/'))
+            .then_some(())
+            .ok_or(crate::process::SignalError::Gone(pid))
+    };
     pids.into_iter()
-        .filter(|pid| *pid > 0)
         .filter(|pid| {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .is_ok()
+            crate::process::signal_if(*pid, nix::sys::signal::Signal::SIGKILL, member).is_ok()
         })
         .count()
 }

@@ -229,7 +229,7 @@ impl Pods {
                 RuntimeError::InvalidArgument("config.image.image is required".into())
             })?;
         let stop_signal = requested_stop_signal(config.stop_signal)?;
-        if crate::foreign::is_foreign(self.handler_of(&sandbox)?)
+        if sandbox.foreign_shim
             && let Some(m) = config.mounts.iter().find(|m| m.recursive_read_only)
         {
             // Only crust-shim is known to apply "rro"; runc 1.1 would
@@ -493,10 +493,10 @@ impl Pods {
         }
         let sandbox = self.require_sandbox(&record.sandbox_id)?;
         let shim = self.shim_for(&sandbox).await?;
-        let handler = self.handler_of(&sandbox)?;
         let log = (!record.log_path.is_empty()).then(|| shim_log_path(&sandbox, &record));
         let stdin = crate::stream::stdin_fifo(&record)?;
-        let (stdio, options, log_writer) = if crate::foreign::is_foreign(handler) {
+        let (stdio, options, log_writer) = if sandbox.foreign_shim {
+            let handler = self.handler_of(&sandbox)?;
             // Another shim: FIFOs, read by crust-shim as the log writer.
             let binary = crate::shim::resolve_binary("crust-shim")?;
             let binary = crate::shim::exposed::path_of(&binary);
@@ -635,9 +635,7 @@ impl Pods {
             // hierarchy alone, which systemd (cgroup v1) may have moved
             // them out of: then its kill --all signals nothing. crust
             // kills what is in the container's cgroup itself.
-            if crate::foreign::is_foreign(self.handler_of(&sandbox)?)
-                && !record.cgroup_path.is_empty()
-            {
+            if sandbox.foreign_shim && !record.cgroup_path.is_empty() {
                 cgroup::kill_all(&record.cgroup_path);
             }
             match shim.wait(&record.id, "", KILL_WAIT).await {
@@ -676,6 +674,15 @@ impl Pods {
         };
         if record.state == ContainerState::Exited {
             return Ok(());
+        }
+        if self
+            .require_sandbox(&record.sandbox_id)
+            .is_ok_and(|s| s.foreign_shim)
+        {
+            // Another shim reports the exit before the output is drained
+            // (containerd waits for it at Delete): the log writer must
+            // have written the last lines before the status says Exited.
+            crate::foreign::wait_for_output_drained(Path::new(&record.bundle)).await;
         }
         let oom = record.oom_killed
             || (!record.cgroup_path.is_empty() && cgroup::oom_killed(&record.cgroup_path));
@@ -968,7 +975,7 @@ impl Pods {
         if tty {
             add_default_term(&mut process);
         }
-        let exec_id = format!("exec-{}", &new_id()?[..16]);
+        let exec_id = format!("{}{}", self.exec_prefix, &new_id()?[..16]);
         let dir = bundle.join("execs").join(&exec_id);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -1205,10 +1212,13 @@ impl Pods {
                 record.log_path
             )));
         }
-        if crate::foreign::is_foreign(self.handler_of(&sandbox)?) {
-            // The container's own logging binary reopens it.
-            crate::foreign::reopen_log(Path::new(&record.bundle))?;
-            return self.wait_for_reopened_log(&record).await;
+        if sandbox.foreign_shim {
+            // The container's own log writer reopens it.
+            let bundle = Path::new(&record.bundle);
+            crate::foreign::reopen_log(bundle)?;
+            return self.wait_for_reopened_log(&record).await.map_err(|e| {
+                RuntimeError::Internal(format!("{e}{}", crate::foreign::logger_errors(bundle)))
+            });
         }
         // The shim reopens every log file of its pod on SIGUSR1: signalled
         // only if it is still the process recorded (never pid 0, never a
@@ -1253,7 +1263,7 @@ impl Pods {
         let Some(sandbox) = self
             .require_sandbox(&record.sandbox_id)
             .ok()
-            .filter(|s| self.handler_of(s).is_ok_and(crate::foreign::is_foreign))
+            .filter(|s| s.foreign_shim)
         else {
             return cgroup::usage(&record.cgroup_path);
         };

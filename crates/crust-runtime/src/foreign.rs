@@ -65,43 +65,45 @@ pub fn prepare_pod_dir(dir: &Path, pod_id: &str) -> Result<(), RuntimeError> {
 /// Copies the shim's log lines into crustd's log until the pod's dir is
 /// gone. The FIFO is held open read-write, so the shim never sees a
 /// missing reader (nor EOF while it has not opened its end yet).
-pub fn forward_shim_log(dir: &Path, pod_id: &str) {
+pub fn forward_shim_log(dir: &Path, pod_id: &str) -> Result<(), RuntimeError> {
     let fifo = dir.join(SHIM_LOG_FIFO);
-    let receiver = match tokio::net::unix::pipe::OpenOptions::new()
+    let receiver = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(&fifo)
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(pod_id, fifo = %fifo.display(), error = %e, "cannot read the shim's log");
-            return;
-        }
-    };
+        .map_err(|e| {
+            RuntimeError::Internal(format!(
+                "cannot read the shim's log {}: {e}",
+                fifo.display()
+            ))
+        })?;
     let pod_id = pod_id.to_string();
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(receiver);
         let mut line = Vec::new();
         loop {
-            line.clear();
+            let room = (MAX_SHIM_LOG_LINE - line.len()) as u64;
             let read = tokio::time::timeout(
                 Duration::from_secs(5),
-                (&mut lines)
-                    .take(MAX_SHIM_LOG_LINE as u64)
-                    .read_until(b'\n', &mut line),
+                (&mut lines).take(room).read_until(b'\n', &mut line),
             )
             .await;
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(_)) => {
+                Ok(Ok(_)) if line.ends_with(b"\n") || line.len() >= MAX_SHIM_LOG_LINE => {
                     let text = String::from_utf8_lossy(&line);
                     tracing::info!(pod_id, shim_log = %text.trim_end(), "shim");
+                    line.clear();
                 }
-                // Nothing for a while: stop once the pod is gone.
+                // Part of a line: the rest follows.
+                Ok(Ok(_)) => {}
+                // Nothing for a while (what was read stays in `line`):
+                // stop once the pod is gone.
                 Err(_) if !fifo.exists() => return,
                 Err(_) => {}
             }
         }
     });
+    Ok(())
 }
 
 /// The runc shim's options as containerd sends them: `containerd.runc.v1.Options`.
@@ -151,38 +153,104 @@ const LOGGER_READY_WAIT: Duration = Duration::from_secs(10);
 
 /// The stdout and stderr FIFO paths of a container another shim runs,
 /// with crust-shim already reading them as the container's log writer
-/// (CRI log `log`, none: attach only; attach socket in `bundle`).
+/// (CRI log `log`, none: attach only; attach socket in `bundle`). Dropped
+/// before [`OutputFifos::hand_over`] (a StartContainer cancelled during
+/// Create), the writer is stopped: a retry must not find a second one on
+/// the same FIFOs.
 pub struct OutputFifos {
     pub stdout: PathBuf,
     /// None with a terminal: it has one output stream.
     pub stderr: Option<PathBuf>,
-    logger: tokio::process::Child,
+    logger: Option<tokio::process::Child>,
 }
 
 impl OutputFifos {
     /// The shim took the FIFOs: the log writer runs on by itself (it ends
     /// with the container's output), reaped here while crustd lives.
-    pub fn hand_over(self) {
-        let mut logger = self.logger;
-        tokio::spawn(async move {
-            let _ = logger.wait().await;
-        });
+    pub fn hand_over(mut self) {
+        if let Some(mut logger) = self.logger.take() {
+            tokio::spawn(async move {
+                let _ = logger.wait().await;
+            });
+        }
     }
 
     /// The container was never created: the log writer is stopped.
     pub async fn abandon(mut self) {
-        if let Some(pid) = self.logger.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if let Some(mut logger) = self.logger.take() {
+            terminate(&logger);
+            if tokio::time::timeout(Duration::from_secs(5), logger.wait())
+                .await
+                .is_err()
+            {
+                let _ = logger.kill().await;
+            }
         }
-        if tokio::time::timeout(Duration::from_secs(5), self.logger.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.logger.kill().await;
+    }
+}
+
+impl Drop for OutputFifos {
+    fn drop(&mut self) {
+        if let Some(mut logger) = self.logger.take() {
+            terminate(&logger);
+            // Reaped in the background; SIGKILL if SIGTERM was not enough.
+            tokio::spawn(async move {
+                if tokio::time::timeout(Duration::from_secs(5), logger.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = logger.kill().await;
+                }
+            });
         }
+    }
+}
+
+/// SIGTERM to a log writer crustd still holds as its child (so its pid
+/// cannot have been reused): it writes what is readable and exits.
+fn terminate(logger: &tokio::process::Child) {
+    if let Some(pid) = logger.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// Where a log writer reports what goes wrong (it has no one to tell):
+/// read by crustd when it fails to start or to reopen the log.
+const LOGGER_ERRORS: &str = "cri-logger.errors";
+/// Most of that file crustd quotes.
+const MAX_QUOTED_ERRORS: u64 = 2048;
+
+/// The log writer's own error messages, if any, for an error message.
+pub fn logger_errors(bundle: &Path) -> String {
+    let mut text = String::new();
+    let _ = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(bundle.join(LOGGER_ERRORS))
+        .map(|f| f.take(MAX_QUOTED_ERRORS).read_to_string(&mut text));
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// How long an exit waits for its log writer to have written the rest of
+/// the output (crust-shim holds an exit back as long for its own).
+const OUTPUT_DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits, at most [`OUTPUT_DRAIN_WAIT`], for the log writer of a container
+/// that exited to finish (it removes its pid file when both streams
+/// ended), so that an Exited status never comes before the last log line.
+pub async fn wait_for_output_drained(bundle: &Path) {
+    let pid_file = bundle.join(crust_shim_proto::logger::PID_FILE);
+    let deadline = tokio::time::Instant::now() + OUTPUT_DRAIN_WAIT;
+    while pid_file.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -235,10 +303,16 @@ pub async fn start_log_writer(
         ),
         (ready_writer.as_raw_fd(), crust_shim_proto::logger::READY_FD),
     ];
+    let errors = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(bundle.join(LOGGER_ERRORS))?;
     command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(errors)
         .env_remove("NOTIFY_SOCKET");
     // SAFETY: between fork and exec only async-signal-safe calls (fcntl,
     // dup2, setsid) on fds this process owns; nothing allocates.
@@ -278,16 +352,17 @@ pub async fn start_log_writer(
     let fifos = OutputFifos {
         stdout,
         stderr,
-        logger,
+        logger: Some(logger),
     };
     match tokio::time::timeout(LOGGER_READY_WAIT, ready).await {
         Ok(Ok(Ok(_))) if bundle.join(crust_shim_proto::logger::PID_FILE).exists() => Ok(fifos),
         _ => {
             fifos.abandon().await;
             Err(RuntimeError::Internal(format!(
-                "the log writer for {} did not start (is crust-shim at {}?)",
+                "the log writer {} for {} did not start{}",
+                crust_shim.display(),
                 bundle.display(),
-                crust_shim.display()
+                logger_errors(bundle)
             )))
         }
     }

@@ -84,6 +84,10 @@ pub struct Pods {
     /// Each container's last stats reading, for its next CPU rate; dropped
     /// with the container.
     stats_samples: std::sync::Mutex<HashMap<String, container::StatsSample>>,
+    /// Starts the id of every exec this crustd makes (`exec-<this>-...`):
+    /// recovery, which runs while the socket already serves, kills only
+    /// execs of an earlier crustd, never one a client just started.
+    exec_prefix: String,
     /// The lowest oom_score_adj crustd may give a container.
     oom_score_adj_min: i64,
     cni: Arc<crust_cni::Cni>,
@@ -159,6 +163,8 @@ impl Pods {
             shims: Mutex::new(HashMap::new()),
             locks: std::sync::Mutex::new(HashMap::new()),
             stats_samples: std::sync::Mutex::new(HashMap::new()),
+            // This start's time: no two starts of crustd share it.
+            exec_prefix: format!("exec-{:x}-", now_nanos()),
             oom_score_adj_min,
             cni: Arc::new(cni),
             lifecycle: lifecycle::channel(),
@@ -198,19 +204,23 @@ impl Pods {
     /// At start, while serving: record exits missed while crustd was down,
     /// and finish network teardowns that failed before.
     pub async fn recover(&self) {
+        // Foreign shims kept logging into their FIFO while crustd was down:
+        // read it again first, so nothing they say meanwhile is lost.
+        if let Ok(sandboxes) = self.store.list::<crust_store::SandboxRecord>() {
+            for sandbox in sandboxes.iter().filter(|s| s.foreign_shim) {
+                let dir = std::path::Path::new(&sandbox.state_dir);
+                if !sandbox.state_dir.is_empty()
+                    && let Err(e) = foreign::forward_shim_log(dir, &sandbox.id)
+                {
+                    tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot read the shim's log again");
+                }
+            }
+        }
         self.reconcile_running().await;
         network::retry_pending(&self.cni, &self.config.state).await;
         let Ok(sandboxes) = self.store.list::<crust_store::SandboxRecord>() else {
             return;
         };
-        // Foreign shims kept logging into their FIFO while crustd was down.
-        for sandbox in &sandboxes {
-            if self.handler_of(sandbox).is_ok_and(foreign::is_foreign)
-                && !sandbox.state_dir.is_empty()
-            {
-                foreign::forward_shim_log(std::path::Path::new(&sandbox.state_dir), &sandbox.id);
-            }
-        }
         for sandbox in sandboxes
             .iter()
             .filter(|s| s.state == crust_store::SandboxState::NotReady)

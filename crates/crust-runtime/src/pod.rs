@@ -358,9 +358,11 @@ impl Pods {
                 crate::network::add(&self.cni, &self.config.state, dir, network).await?;
             record.ips = crate::network::ips(&attachment);
         }
-        let start_options = if crate::foreign::is_foreign(handler) {
+        record.foreign_shim = crate::foreign::is_foreign(handler);
+        let start_options = if record.foreign_shim {
             crate::foreign::prepare_pod_dir(dir, &record.id)?;
-            crate::foreign::forward_shim_log(dir, &record.id);
+            // The shim blocks on its log until someone reads it.
+            crate::foreign::forward_shim_log(dir, &record.id)?;
             crate::foreign::options_any(
                 handler,
                 self.cgroup_driver == crust_config::CgroupDriver::Systemd,

@@ -38,9 +38,7 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// Field 22 of a /proc/<pid>/stat line; the comm (field 2) may hold spaces
 /// and parentheses, so fields are counted after its last ')'.
 fn parse_start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // rest starts at field 3 (state): field 22 is the 20th from here.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crust_shim_proto::proc::start_time(stat)
 }
 
 fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {

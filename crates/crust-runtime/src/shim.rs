@@ -202,7 +202,9 @@ impl Shim {
                 let bytes = options
                     .write_to_bytes()
                     .map_err(|e| RuntimeError::Internal(format!("encoding shim options: {e}")))?;
-                let _ = stdin.write_all(&bytes).await;
+                if let Err(e) = stdin.write_all(&bytes).await {
+                    tracing::warn!(shim = %binary.display(), error = %e, "the shim did not read its options at start");
+                }
             }
         }
         let output = child
@@ -679,4 +681,32 @@ pub(crate) mod exposed {
 /// paths), run from where it is or from its read-only exposed copy.
 pub(crate) fn is_shim_binary(exe: &Path, shims: &[PathBuf]) -> bool {
     exposed::is_one_of(exe, shims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_address_is_task_v2_and_a_bootstrap_reply_names_its_version() {
+        assert_eq!(
+            parse_start_reply(b"unix:///run/containerd/s/abc\n").unwrap(),
+            ("unix:///run/containerd/s/abc".to_string(), TaskApi::V2)
+        );
+        assert_eq!(
+            parse_start_reply(br#"{"version":3,"address":"unix:///s","protocol":"ttrpc"}"#)
+                .unwrap(),
+            ("unix:///s".to_string(), TaskApi::V3)
+        );
+        assert!(parse_start_reply(b"  \n").is_err());
+        let grpc = parse_start_reply(br#"{"version":3,"address":"x","protocol":"grpc"}"#);
+        assert!(grpc.unwrap_err().contains("ttrpc only"));
+        assert!(parse_start_reply(br#"{"version":4,"address":"x"}"#).is_err());
+        assert_eq!(
+            TaskApi::from_number(0),
+            TaskApi::V3,
+            "old records: crust-shim"
+        );
+        assert_eq!(TaskApi::from_number(TaskApi::V2.number()), TaskApi::V2);
+    }
 }

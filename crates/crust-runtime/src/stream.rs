@@ -200,6 +200,10 @@ impl Pods {
         };
         for entry in entries.flatten() {
             let exec_id = entry.file_name().to_string_lossy().into_owned();
+            if exec_id.starts_with(&self.exec_prefix) {
+                // This crustd's own: a client is running it.
+                continue;
+            }
             tracing::info!(container_id = %record.id, exec_id, "killing an exec orphaned by a restart");
             let _ = shim
                 .kill(&record.id, &exec_id, libc::SIGKILL as u32, false)

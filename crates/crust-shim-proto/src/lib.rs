@@ -23,4 +23,5 @@ pub mod bundle;
 pub mod cgroup;
 pub mod events;
 pub mod logger;
+pub mod proc;
 pub mod stdio;

@@ -3,10 +3,12 @@
 //! Other shims (containerd-shim-runc-v2 among them) take FIFO paths for a
 //! container's stdio. crustd makes the stdout and stderr FIFOs and starts
 //! crust-shim with their read ends on fd 3 and fd 4 and a pipe on fd 5
-//! that it closes once it is ready: the fds containerd's shims give a
-//! `binary://` logging binary, so it serves as one too. Its arguments are
-//! key-value pairs in any order (a `binary://` URI's query arrives so, in
-//! Go map order): [`MODE`] and the keys below. crust-shim then writes the
+//! that it closes once it is ready. These are the fds containerd's shims
+//! give a `binary://` logging binary, and its arguments are key-value
+//! pairs in any order as a `binary://` URI's query arrives (Go map order),
+//! so that the same contract could serve there; crust does not use that
+//! path, as containerd 1.6's runc shim wires no stdin to such a logger.
+//! The pairs are [`MODE`] and the keys below. crust-shim then writes the
 //! CRI log file and serves the bundle's attach socket ([`crate::attach`])
 //! exactly as it does for its own containers, reopens the log on SIGUSR1,
 //! and exits when both streams end. It records itself in [`PID_FILE`] in

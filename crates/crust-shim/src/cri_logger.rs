@@ -164,12 +164,8 @@ fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<usize>> {
 /// `<bundle>/cri-logger.pid`, written whole (temp file, then rename).
 fn write_pid_file(bundle: &Path) -> Result<()> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Field 22 (starttime), counted after the command's closing paren.
-    let start_time: u64 = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
-        .and_then(|f| f.parse().ok())
-        .context("no start time in /proc/self/stat")?;
+    let start_time =
+        crust_shim_proto::proc::start_time(&stat).context("no start time in /proc/self/stat")?;
     let tmp = bundle.join(format!(".{}.tmp", logger::PID_FILE));
     let mut f = File::create(&tmp)?;
     f.write_all(logger::pid_file(std::process::id(), start_time).as_bytes())?;

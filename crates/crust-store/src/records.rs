@@ -79,6 +79,10 @@ pub struct SandboxRecord {
     /// The Task API version the shim serves (2 or 3); 0 in records from
     /// before it was kept, all of them crust-shim's (which serves both).
     pub shim_task_api: u32,
+    /// The pod's shim is not crust-shim (crust-runtime's `foreign`): its
+    /// containers get FIFO stdio and a log writer. Kept on the record so
+    /// that a config change cannot change how a running pod is driven.
+    pub foreign_shim: bool,
     pub shim_pid: u32,
     /// The shim's start time (`/proc/<pid>/stat` field 22, clock ticks
     /// since boot) when `shim_pid` was recorded: signals go to that pid
@@ -256,5 +260,6 @@ mod tests {
         let sandbox: SandboxRecord =
             serde_json::from_str(r#"{"id":"p","shim_address":"unix:///x"}"#).unwrap();
         assert_eq!(sandbox.shim_task_api, 0);
+        assert!(!sandbox.foreign_shim, "they are all crust-shim's");
     }
 }
