@@ -9,8 +9,10 @@
 
 pub mod handler;
 pub mod layers;
+pub mod policy;
 
 pub use handler::{HandlerConfig, OptionValue, RuncOptions, ShimKind};
+pub use policy::{DefaultRule, ImagesConfig, PolicyConfig, Rule as PolicyRule, ScopeConfig};
 
 pub use layers::{
     ConfigSources, DROPIN_DIR_NAME, LoadedConfig, MAX_CONFIG_FILE_BYTES, MAX_DROPINS, Origin,
@@ -64,6 +66,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub cgroup_driver: CgroupDriverSetting,
     pub registries: RegistriesConfig,
+    pub images: ImagesConfig,
     pub cni: CniConfig,
     pub cdi: CdiConfig,
     pub runtime: RuntimeConfig,
@@ -162,6 +165,7 @@ impl Default for Config {
             socket: "/run/crust/crust.sock".into(),
             cgroup_driver: CgroupDriverSetting::Auto,
             registries: RegistriesConfig::default(),
+            images: ImagesConfig::default(),
             cni: CniConfig::default(),
             cdi: CdiConfig::default(),
             runtime: RuntimeConfig::default(),
@@ -295,6 +299,7 @@ impl Config {
 
     /// Checks what the types alone cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
+        self.images.policy.validate()?;
         for (key, path) in [
             ("root", &self.root),
             ("state", &self.state),

@@ -10,7 +10,17 @@ use super::*;
 fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
     let store = Arc::new(Store::open(dir).unwrap());
     let snapshots = Arc::new(crust_snapshot::Snapshotter::new(&dir.join("snapshots")).unwrap());
-    let images = Arc::new(Images::open(dir, store.clone(), snapshots, &config.registries).unwrap());
+    let images = Arc::new(
+        Images::open(
+            dir,
+            store.clone(),
+            snapshots,
+            &config.registries,
+            &config.images.policy,
+            None,
+        )
+        .unwrap(),
+    );
     let pods = crust_runtime::Pods::new(
         config.clone(),
         CgroupDriver::Cgroupfs,

@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod manifest;
+pub mod policy;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -71,6 +72,15 @@ pub enum ImageError {
         image: String,
         containers: Vec<String>,
     },
+    /// `images.policy` refused the image.
+    #[error("image {image} ({digest}) refused by images.policy scope {scope:?} ({rule}): {reason}")]
+    Policy {
+        image: String,
+        digest: String,
+        scope: String,
+        rule: &'static str,
+        reason: String,
+    },
     #[error("registry configuration: {0}")]
     Config(String),
     #[error("internal error: {0}")]
@@ -82,7 +92,7 @@ impl ImageError {
         match self {
             ImageError::Reference(_) => ErrorKind::InvalidArgument,
             ImageError::NotFound { .. } => ErrorKind::NotFound,
-            ImageError::Denied { .. } => ErrorKind::PermissionDenied,
+            ImageError::Denied { .. } | ImageError::Policy { .. } => ErrorKind::PermissionDenied,
             ImageError::Registry { .. } | ImageError::Transfer(_) => ErrorKind::Unavailable,
             ImageError::Stalled(_) => ErrorKind::DeadlineExceeded,
             ImageError::InUse { .. } => ErrorKind::FailedPrecondition,
@@ -142,12 +152,15 @@ impl Images {
         store: Arc<Store>,
         snapshots: Arc<Snapshotter>,
         registries: &RegistriesConfig,
+        policy: &crust_config::PolicyConfig,
+        verifications: Option<policy::Observer>,
     ) -> Result<Images, ImageError> {
         let content = Arc::new(ContentStore::new(&root.join("content"))?);
         let puller = Puller::new(
             content.clone(),
             snapshots.clone(),
             registries.clone(),
+            policy::Policy::load(policy, verifications)?,
             manifest::host_platform(),
         )?;
         Ok(Images {

@@ -48,6 +48,7 @@ pub struct Puller {
     config: RegistriesConfig,
     ca_certs: Vec<Vec<u8>>,
     platform: Platform,
+    policy: crate::policy::Policy,
     /// One lock per chain id, so concurrent pulls fetch a layer once.
     layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -63,6 +64,7 @@ impl Puller {
         content: Arc<ContentStore>,
         snapshots: Arc<Snapshotter>,
         config: RegistriesConfig,
+        policy: crate::policy::Policy,
         platform: Platform,
     ) -> Result<Puller, ImageError> {
         let ca_certs = config
@@ -80,6 +82,7 @@ impl Puller {
             config,
             ca_certs,
             platform,
+            policy,
             layer_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -90,6 +93,8 @@ impl Puller {
 
     pub async fn pull(&self, image: &ImageRef, creds: &Credentials) -> Result<Pulled, ImageError> {
         let (source, top_bytes, top_digest) = self.resolve(image, creds).await?;
+        // Before any layer: a refused image leaves nothing behind.
+        self.enforce_policy(&source, image, &top_digest).await?;
         let mut manifest_digests = vec![top_digest.clone()];
         // Manifests and config land in the content store only once every
         // layer has: a refused or failed pull leaves nothing of its own.
@@ -158,6 +163,113 @@ impl Puller {
             config: parsed.config,
             layers: records,
             size,
+        })
+    }
+
+    /// Applies `images.policy` to the digest the reference resolved to.
+    async fn enforce_policy(
+        &self,
+        source: &Source,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<(), ImageError> {
+        use crate::policy::{Decision, Mismatch};
+        let refuse = |scope: &str, rule: &'static str, reason: String| {
+            tracing::warn!(image = %image, digest, scope, rule, reason, "image refused by policy");
+            self.policy.observe("refused");
+            ImageError::Policy {
+                image: image.to_string(),
+                digest: digest.to_string(),
+                scope: scope.to_string(),
+                rule,
+                reason,
+            }
+        };
+        let (scope, keys) = match self.policy.decide(image) {
+            Decision::Accept => return Ok(()),
+            Decision::Reject(scope) => {
+                return Err(refuse(
+                    scope,
+                    "reject",
+                    "the scope rejects every image".into(),
+                ));
+            }
+            Decision::Verify(scope, keys) => (scope, keys),
+        };
+        let name = image.to_string();
+        let tag = crate::policy::signature_tag(digest);
+        let manifest = match source
+            .client
+            .manifest(
+                &tag,
+                &[
+                    crate::manifest::OCI_MANIFEST,
+                    crate::manifest::DOCKER_MANIFEST,
+                ],
+                crate::policy::MAX_SIGNATURE_MANIFEST_BYTES,
+                &name,
+            )
+            .await
+        {
+            Ok(m) => m,
+            Err(ImageError::NotFound { .. }) => {
+                return Err(refuse(
+                    scope,
+                    "signed_by",
+                    format!("no signature ({tag} not found)"),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let layers = crate::policy::signature_layers(&manifest)
+            .map_err(|e| refuse(scope, "signed_by", format!("bad signature: {e}")))?;
+        let mut last = Mismatch::NotByKey;
+        for layer in &layers {
+            let mut response = source.client.blob(&layer.payload_digest, &name).await?;
+            let payload = crate::registry::read_capped(
+                &mut response,
+                crate::policy::MAX_PAYLOAD_BYTES,
+                self.stall_timeout(),
+            )
+            .await
+            .map_err(|_| {
+                refuse(
+                    scope,
+                    "signed_by",
+                    "bad signature: unreadable payload".into(),
+                )
+            })?;
+            verify_digest(&payload, &layer.payload_digest)?;
+            match crate::policy::verify(&payload, &layer.signature, digest, keys) {
+                Ok(key) => {
+                    tracing::info!(image = %image, digest, scope, key = %key.path.display(), "signature verified");
+                    self.policy.observe("verified");
+                    return Ok(());
+                }
+                Err(m) => last = m,
+            }
+        }
+        Err(match (layers.is_empty(), last) {
+            (true, _) => refuse(
+                scope,
+                "signed_by",
+                format!("no signature (no signature layer in {tag})"),
+            ),
+            (false, Mismatch::NotByKey) => refuse(
+                scope,
+                "signed_by",
+                format!(
+                    "signed, but not by any key of scope {scope:?} (or the signature does not match its payload)"
+                ),
+            ),
+            (false, Mismatch::OtherDigest(other)) => refuse(
+                scope,
+                "signed_by",
+                format!("bad signature: it signs {other}, not this digest"),
+            ),
+            (false, Mismatch::Malformed(why)) => {
+                refuse(scope, "signed_by", format!("bad signature: {why}"))
+            }
         })
     }
 

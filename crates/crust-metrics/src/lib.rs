@@ -44,6 +44,11 @@ pub struct NetworkOpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -57,6 +62,7 @@ pub struct Metrics {
     pub network_operations: Family<NetworkOpLabels, Counter>,
     pub network_errors: Family<NetworkOpLabels, Counter>,
     pub network_duration: HistogramFamily<NetworkOpLabels>,
+    pub image_verifications: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -94,6 +100,12 @@ impl Metrics {
             "Time a CNI operation took, by operation",
             network_duration.clone(),
         );
+        let image_verifications = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "image_verifications",
+            "Signature checks images.policy made at pull, by result (verified, refused)",
+            image_verifications.clone(),
+        );
         registry.register(
             "build",
             "crust build information",
@@ -108,6 +120,7 @@ impl Metrics {
             network_operations,
             network_errors,
             network_duration,
+            image_verifications,
         })
     }
 
@@ -117,6 +130,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    pub fn record_image_verification(&self, result: &str) {
+        self.image_verifications
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn record_network_op(&self, operation: &str, seconds: f64, ok: bool) {

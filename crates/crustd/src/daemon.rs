@@ -104,11 +104,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config.image_root().join("snapshots"),
         &config.root.join("snapshots"),
     )?);
+    let metrics = Metrics::new();
+    let verification_metrics = metrics.clone();
     let images = Arc::new(Images::open(
         config.image_root(),
         store.clone(),
         snapshots,
         &config.registries,
+        &config.images.policy,
+        Some(Arc::new(move |result: &'static str| {
+            verification_metrics.record_image_verification(result)
+        })),
     )?);
     // Whatever a crash left half-pulled is unreferenced: reclaim it.
     images.collect_garbage().await?;
@@ -124,7 +130,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let socket_path = config.socket.clone();
     let listener = crate::socket::bind(&socket_path)?;
-    let metrics = Metrics::new();
     let metrics_listener = match config.metrics.address.as_str() {
         "" => None,
         address => Some(

@@ -1,0 +1,315 @@
+//! images.policy through the CRI socket: test images signed here as
+//! cosign signs them (sigstore-rs keys; a simple-signing payload pushed as
+//! a blob, the `sha256-<digest>.sig` manifest naming it with the
+//! signature as its annotation), then pulled under a policy.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use crust_e2e::{Crustd, CrustdOptions, registry_http, registry_put_manifest, test_images};
+use sha2::Digest;
+use sigstore::crypto::{SigStoreSigner, SigningScheme};
+
+const SOURCE_REPO: &str = "crust-test/busybox";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn registry() -> String {
+    test_images()["registry"].as_str().unwrap().to_string()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Uploads a blob to `repo` (monolithic POST+PUT); returns its digest.
+fn push_blob(repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let (status, headers, body) =
+        registry_http("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let path = location
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        .unwrap_or(location);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, _, body) = registry_http(
+        "PUT",
+        &format!("{path}{sep}digest={digest}"),
+        &[("Content-Type", "application/octet-stream")],
+        bytes,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    digest
+}
+
+/// Copies the busybox test image into `repo:tag` (blobs mounted across
+/// repositories); `variant` changes the manifest (and so its digest).
+fn copy_image(repo: &str, tag: &str, variant: &str) -> String {
+    let (_, manifest) = crust_e2e::registry_get_manifest(SOURCE_REPO, "latest");
+    let mut m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    for l in m["layers"].as_array().unwrap() {
+        blobs.push(l["digest"].as_str().unwrap().to_string());
+    }
+    for digest in blobs {
+        let (status, _, body) = registry_http(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={SOURCE_REPO}"),
+            &[],
+            b"",
+        );
+        assert_eq!(
+            status,
+            201,
+            "mount {digest}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    m["annotations"] = serde_json::json!({"e2e.variant": variant});
+    let bytes = serde_json::to_vec(&m).unwrap();
+    registry_put_manifest(repo, tag, OCI_MANIFEST, &bytes);
+    sha256(&bytes)
+}
+
+struct Key {
+    signer: SigStoreSigner,
+    public: PathBuf,
+}
+
+fn key(dir: &Path, name: &str) -> Key {
+    let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .unwrap();
+    let pem = signer
+        .to_sigstore_keypair()
+        .unwrap()
+        .public_key_to_pem()
+        .unwrap();
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::write(&public, pem).unwrap();
+    Key { signer, public }
+}
+
+/// Signs `repo@digest` with `key` as cosign does; `tamper` flips a byte
+/// of the payload after signing.
+fn sign(repo: &str, digest: &str, key: &Key, tamper: bool) {
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{repo}", registry())},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap();
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(key.signer.sign(&payload).unwrap());
+    let mut stored = payload.clone();
+    if tamper {
+        // Same length, other content: the digest below is of this.
+        let at = stored.len() - 3;
+        stored[at] = b' ';
+    }
+    let payload_digest = push_blob(repo, &stored);
+    let config = b"{}";
+    let config_digest = push_blob(repo, config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest,
+            "size": stored.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": signature},
+        }],
+    });
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    registry_put_manifest(
+        repo,
+        &tag,
+        OCI_MANIFEST,
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+}
+
+async fn pull(c: &mut crust_e2e::CriClient, image: &str) -> Result<String, tonic::Status> {
+    c.pull(image).await
+}
+
+#[tokio::test]
+async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: e2e tests need root");
+        return;
+    }
+    let keys_dir = tempfile::tempdir().unwrap();
+    let team = key(keys_dir.path(), "team");
+    let stranger = key(keys_dir.path(), "stranger");
+    let reg = registry();
+    // A run id keeps repositories of earlier runs out of the way.
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let repo = |name: &str| format!("policy-{run}/team/{name}");
+    let signed = copy_image(&repo("signed"), "v1", "signed");
+    sign(&repo("signed"), &signed, &team, false);
+    copy_image(&repo("unsigned"), "v1", "unsigned");
+    let other = copy_image(&repo("stranger"), "v1", "stranger");
+    sign(&repo("stranger"), &other, &stranger, false);
+    let tampered = copy_image(&repo("tampered"), "v1", "tampered");
+    sign(&repo("tampered"), &tampered, &team, true);
+    let open = copy_image(&format!("policy-{run}/team/open/app"), "v1", "open");
+    let _ = open;
+    copy_image(&format!("policy-{run}/rejected/app"), "v1", "rejected");
+
+    let crustd = Crustd::start_with(CrustdOptions {
+        extra_config: format!(
+            "registries:\n  mirrors:\n    policy.example: [http://{reg}]\nimages:\n  policy:\n    default: accept\n    scopes:\n      - {{scope: '{reg}/policy-{run}/team', rule: signed_by, keys: [{team}]}}\n      - {{scope: '{reg}/policy-{run}/team/open', rule: accept}}\n      - {{scope: '{reg}/policy-{run}/rejected', rule: reject}}\n      - {{scope: 'policy.example/policy-{run}/team', rule: signed_by, keys: [{team}]}}\n",
+            team = team.public.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut c = crustd.client().await;
+    let refused = |r: Result<String, tonic::Status>, why: &str| {
+        let e = r.expect_err(why);
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{why}: {e}");
+        e.message().to_string()
+    };
+
+    // Signed by the scope's key: pulled.
+    let id = pull(&mut c, &format!("{reg}/{}:v1", repo("signed")))
+        .await
+        .unwrap();
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(
+        crustd.log().contains("signature verified"),
+        "{}",
+        crustd.log()
+    );
+    // Unsigned, in the signed_by scope: refused, naming scope, rule, reason.
+    let m = refused(
+        pull(&mut c, &format!("{reg}/{}:v1", repo("unsigned"))).await,
+        "unsigned",
+    );
+    assert!(
+        m.contains(&format!("policy-{run}/team"))
+            && m.contains("signed_by")
+            && m.contains("no signature"),
+        "{m}"
+    );
+    // Signed by another key, or a tampered payload: refused.
+    let m = refused(
+        pull(&mut c, &format!("{reg}/{}:v1", repo("stranger"))).await,
+        "stranger",
+    );
+    assert!(m.contains("not by any key"), "{m}");
+    let m = refused(
+        pull(&mut c, &format!("{reg}/{}:v1", repo("tampered"))).await,
+        "tampered",
+    );
+    assert!(m.contains("not by any key"), "{m}");
+    // A more specific accept scope wins over its signed_by parent.
+    pull(&mut c, &format!("{reg}/policy-{run}/team/open/app:v1"))
+        .await
+        .unwrap();
+    // A reject scope refuses; outside every scope the default accepts.
+    let m = refused(
+        pull(&mut c, &format!("{reg}/policy-{run}/rejected/app:v1")).await,
+        "rejected",
+    );
+    assert!(m.contains("reject"), "{m}");
+    pull(&mut c, &crust_e2e::image_ref("crust-test/busybox:latest"))
+        .await
+        .unwrap();
+    // Through a mirror: the same verdicts, over the same digests.
+    pull(&mut c, &format!("policy.example/{}:v1", repo("signed")))
+        .await
+        .unwrap();
+    let m = refused(
+        pull(&mut c, &format!("policy.example/{}:v1", repo("unsigned"))).await,
+        "mirror unsigned",
+    );
+    assert!(m.contains("no signature"), "{m}");
+    // A tag moved to an unsigned digest is refused on re-pull.
+    copy_image(&repo("signed"), "v1", "moved");
+    let m = refused(
+        pull(&mut c, &format!("{reg}/{}:v1", repo("signed"))).await,
+        "moved tag",
+    );
+    assert!(m.contains("no signature"), "{m}");
+    // Refused images leave no image record.
+    let images = c.list_images().await;
+    assert!(
+        !images.iter().any(|i| i
+            .repo_tags
+            .iter()
+            .any(|t| t.contains("unsigned") || t.contains("rejected"))),
+        "{images:?}"
+    );
+    // Counted in metrics is checked by the unit of crust-metrics; the
+    // log names image and digest.
+    assert!(
+        crustd.log().contains("image refused by policy"),
+        "{}",
+        crustd.log()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_policy_stops_crustd_with_a_clear_message() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: e2e tests need root");
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let config = dir.path().join("config.yaml");
+    let base = format!(
+        "root: {d}/root\nstate: {d}/state\nsocket: {d}/state/crust.sock\nmetrics:\n  address: ''\n",
+        d = dir.path().display()
+    );
+    // A shape error: config check names the scope.
+    std::fs::write(
+        &config,
+        format!("{base}images:\n  policy:\n    scopes:\n      - {{scope: r.example/team, rule: signed_by}}\n"),
+    )
+    .unwrap();
+    let (code, output) =
+        crust_e2e::run_crustd(&["--config", config.to_str().unwrap(), "config", "check"]);
+    assert_ne!(code, Some(0), "{output}");
+    assert!(
+        output.contains("images.policy.scopes[0]") && output.contains("at least one key"),
+        "{output}"
+    );
+    // A key that is no public key: crustd refuses to start, naming it.
+    let key = dir.path().join("not-a-key.pub");
+    std::fs::write(&key, "hello").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{base}images:\n  policy:\n    scopes:\n      - {{scope: r.example/team, rule: signed_by, keys: [{}]}}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let (code, output) = crust_e2e::run_crustd(&["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("not-a-key.pub") && output.contains("not a public key"),
+        "{output}"
+    );
+}
