@@ -176,9 +176,10 @@ async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
     let _ = open;
     copy_image(&format!("policy-{run}/rejected/app"), "v1", "rejected");
 
-    let crustd = Crustd::start_with(CrustdOptions {
+    let metrics_port = crust_e2e::free_port();
+    let mut crustd = Crustd::start_with(CrustdOptions {
         extra_config: format!(
-            "registries:\n  mirrors:\n    policy.example: [http://{reg}]\nimages:\n  policy:\n    default: accept\n    scopes:\n      - {{scope: '{reg}/policy-{run}/team', rule: signed_by, keys: [{team}]}}\n      - {{scope: '{reg}/policy-{run}/team/open', rule: accept}}\n      - {{scope: '{reg}/policy-{run}/rejected', rule: reject}}\n      - {{scope: 'policy.example/policy-{run}/team', rule: signed_by, keys: [{team}]}}\n",
+            "metrics:\n  address: 127.0.0.1:{metrics_port}\nregistries:\n  mirrors:\n    policy.example: [http://{reg}]\nimages:\n  policy:\n    default: accept\n    scopes:\n      - {{scope: '{reg}/policy-{run}/team', rule: signed_by, keys: [{team}]}}\n      - {{scope: '{reg}/policy-{run}/team/open', rule: accept}}\n      - {{scope: '{reg}/policy-{run}/rejected', rule: reject}}\n      - {{scope: 'policy.example/policy-{run}/team', rule: signed_by, keys: [{team}]}}\n",
             team = team.public.display()
         ),
         ..Default::default()
@@ -261,13 +262,95 @@ async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
             .any(|t| t.contains("unsigned") || t.contains("rejected"))),
         "{images:?}"
     );
-    // Counted in metrics is checked by the unit of crust-metrics; the
-    // log names image and digest.
+    // The log names the refused image and digest; metrics count both.
     assert!(
         crustd.log().contains("image refused by policy"),
         "{}",
         crustd.log()
     );
+    let metrics = crust_e2e::http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("crust_image_verifications_total{result=\"verified\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crust_image_verifications_total{result=\"refused\"}"),
+        "{metrics}"
+    );
+
+    // A policy changed since the pull applies at CreateContainer, to what
+    // the pull recorded: busybox (never verified) now needs a signature,
+    // and the team image keeps its recorded verification.
+    let busybox_ref = crust_e2e::image_ref("crust-test/busybox:latest");
+    let config = std::fs::read_to_string(&crustd.config_path).unwrap();
+    let stricter = config.replace(
+        "    scopes:\n",
+        &format!(
+            "    scopes:\n      - {{scope: '{reg}/crust-test', rule: signed_by, keys: [{}]}}\n",
+            team.public.display()
+        ),
+    );
+    assert_ne!(stricter, config);
+    std::fs::write(&crustd.config_path, &stricter).unwrap();
+    crustd.stop_with(nix::sys::signal::Signal::SIGTERM);
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let pod_cfg = crust_e2e::pod_config(&crustd, "policy");
+    let pod = c.run_pod(&pod_cfg).await;
+    // As kubelet asks: the image ID, and the name the user gave.
+    let as_kubelet = |name: &str, id: &str, name_given: &str| {
+        let mut cfg = crust_e2e::container_config(name, id, &["true"]);
+        cfg.image.as_mut().unwrap().user_specified_image = name_given.to_string();
+        cfg
+    };
+    let busybox_id = c.image_status(&busybox_ref).await.unwrap().id;
+    let e = c
+        .create_container(
+            &pod,
+            &pod_cfg,
+            as_kubelet("busybox", &busybox_id, &busybox_ref),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("pull it again"), "{e}");
+    // The signed digest, pulled by name under the team scope: admitted.
+    let signed_digest_ref = format!("{reg}/{}@{signed}", repo("signed"));
+    let signed_id = pull(&mut c, &signed_digest_ref).await.unwrap();
+    c.create_container(
+        &pod,
+        &pod_cfg,
+        as_kubelet("signed", &signed_id, &signed_digest_ref),
+    )
+    .await
+    .unwrap();
+    // With another key for the team scope, that recorded verification no
+    // longer counts.
+    let team_scope = format!(
+        "{{scope: '{reg}/policy-{run}/team', rule: signed_by, keys: [{}]}}",
+        team.public.display()
+    );
+    let other_keys = stricter.replace(
+        &team_scope,
+        &team_scope.replace(
+            &team.public.display().to_string(),
+            &stranger.public.display().to_string(),
+        ),
+    );
+    assert_ne!(other_keys, stricter, "the team scope's key was replaced");
+    std::fs::write(&crustd.config_path, &other_keys).unwrap();
+    crustd.stop_with(nix::sys::signal::Signal::SIGTERM);
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let e = c
+        .create_container(
+            &pod,
+            &pod_cfg,
+            as_kubelet("signed2", &signed_id, &signed_digest_ref),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
 }
 
 #[tokio::test]

@@ -195,6 +195,19 @@ impl Images {
             }
             let repo_digest = image.with_digest(&pulled.manifest_digest);
             add_unique(&mut record.repo_digests, &repo_digest);
+            if let Some((scope, key)) = &pulled.verified_by {
+                // The latest per repository: the one a re-check looks at.
+                let repository = repository_of(&repo_digest);
+                record
+                    .verifications
+                    .retain(|v| repository_of(&v.repo_digest) != repository);
+                record.verifications.push(crust_store::VerificationRecord {
+                    repo_digest: repo_digest.clone(),
+                    scope: scope.clone(),
+                    key: key.display().to_string(),
+                    at: now_nanos(),
+                });
+            }
             if let Some(tag) = image.tagged() {
                 // A tag names one image: take it from whichever had it.
                 for mut other in tx.list::<ImageRecord>()? {
@@ -216,6 +229,76 @@ impl Images {
             "pulled"
         );
         Ok(record)
+    }
+
+    /// Whether images.policy lets a container run `image` (stored as
+    /// `record`) as the container names it (`name`: its reference, or
+    /// the image ID when the client gave no other): a policy that changed
+    /// since the pull is applied to what the pull recorded. An ID alone
+    /// is admitted when any name the image was pulled under is.
+    pub fn admit(&self, name: &str, record: &ImageRecord) -> Result<(), ImageError> {
+        let is_id = name.starts_with("sha256:")
+            || record
+                .id
+                .strip_prefix("sha256:")
+                .is_some_and(|hex| hex.starts_with(name));
+        let names: Vec<String> = match parse_reference(name) {
+            Ok(r) if !is_id => vec![r.to_string()],
+            _ => record
+                .repo_tags
+                .iter()
+                .chain(&record.repo_digests)
+                .cloned()
+                .collect(),
+        };
+        let mut refusal = None;
+        for n in &names {
+            let Ok(image) = parse_reference(n) else {
+                continue;
+            };
+            match self.admit_one(&image, record) {
+                Ok(()) => return Ok(()),
+                Err(e) => refusal = Some(e),
+            }
+        }
+        refusal.map_or(Ok(()), Err)
+    }
+
+    fn admit_one(
+        &self,
+        image: &reference::ImageRef,
+        record: &ImageRecord,
+    ) -> Result<(), ImageError> {
+        use policy::Decision;
+        let refuse = |scope: &str, rule: &'static str, reason: &str| ImageError::Policy {
+            image: image.to_string(),
+            digest: record.id.clone(),
+            scope: scope.to_string(),
+            rule,
+            reason: reason.to_string(),
+        };
+        match self.puller.policy().decide(image) {
+            Decision::Accept => Ok(()),
+            Decision::Reject(scope) => {
+                Err(refuse(scope, "reject", "the scope rejects every image"))
+            }
+            Decision::Verify(scope, keys) => {
+                let repository = format!("{}/{}", image.registry, image.repository);
+                let verified = record.verifications.iter().any(|v| {
+                    repository_of(&v.repo_digest) == repository
+                        && keys.iter().any(|k| k.path.display().to_string() == v.key)
+                });
+                if verified {
+                    Ok(())
+                } else {
+                    Err(refuse(
+                        scope,
+                        "signed_by",
+                        "no signature by a key of this scope was verified when the image was pulled (pulled before the policy required one?): pull it again",
+                    ))
+                }
+            }
+        }
     }
 
     pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
@@ -425,4 +508,9 @@ fn find_in<'a>(
             (None, None) => None,
         },
     }
+}
+
+/// `registry/repository` of a `registry/repository@digest` name.
+fn repository_of(repo_digest: &str) -> &str {
+    repo_digest.split('@').next().unwrap_or(repo_digest)
 }

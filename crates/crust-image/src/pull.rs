@@ -40,6 +40,8 @@ pub struct Pulled {
     pub layers: Vec<LayerRecord>,
     /// Compressed bytes of config and layers.
     pub size: u64,
+    /// The policy scope and key that verified its signature, if one had to.
+    pub verified_by: Option<(String, std::path::PathBuf)>,
 }
 
 pub struct Puller {
@@ -91,10 +93,14 @@ impl Puller {
         Duration::from_secs(self.config.pull_progress_timeout_seconds)
     }
 
+    pub fn policy(&self) -> &crate::policy::Policy {
+        &self.policy
+    }
+
     pub async fn pull(&self, image: &ImageRef, creds: &Credentials) -> Result<Pulled, ImageError> {
         let (source, top_bytes, top_digest) = self.resolve(image, creds).await?;
         // Before any layer: a refused image leaves nothing behind.
-        self.enforce_policy(&source, image, &top_digest).await?;
+        let verified_by = self.enforce_policy(&source, image, &top_digest).await?;
         let mut manifest_digests = vec![top_digest.clone()];
         // Manifests and config land in the content store only once every
         // layer has: a refused or failed pull leaves nothing of its own.
@@ -163,16 +169,18 @@ impl Puller {
             config: parsed.config,
             layers: records,
             size,
+            verified_by,
         })
     }
 
-    /// Applies `images.policy` to the digest the reference resolved to.
+    /// Applies `images.policy` to the digest the reference resolved to;
+    /// the scope and key that verified it, when a signature was needed.
     async fn enforce_policy(
         &self,
         source: &Source,
         image: &ImageRef,
         digest: &str,
-    ) -> Result<(), ImageError> {
+    ) -> Result<Option<(String, std::path::PathBuf)>, ImageError> {
         use crate::policy::{Decision, Mismatch};
         let refuse = |scope: &str, rule: &'static str, reason: String| {
             tracing::warn!(image = %image, digest, scope, rule, reason, "image refused by policy");
@@ -186,7 +194,7 @@ impl Puller {
             }
         };
         let (scope, keys) = match self.policy.decide(image) {
-            Decision::Accept => return Ok(()),
+            Decision::Accept => return Ok(None),
             Decision::Reject(scope) => {
                 return Err(refuse(
                     scope,
@@ -244,7 +252,7 @@ impl Puller {
                 Ok(key) => {
                     tracing::info!(image = %image, digest, scope, key = %key.path.display(), "signature verified");
                     self.policy.observe("verified");
-                    return Ok(());
+                    return Ok(Some((scope.to_string(), key.path.clone())));
                 }
                 Err(m) => last = m,
             }

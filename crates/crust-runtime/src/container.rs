@@ -250,6 +250,14 @@ impl Pods {
         let image = self.images.find(image_name)?.ok_or_else(|| {
             RuntimeError::NotFound(format!("image {image_name:?} not found; pull it first"))
         })?;
+        // images.policy as it is now, for an image pulled under another.
+        let named = config
+            .image
+            .as_ref()
+            .map(|i| i.user_specified_image.as_str())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(image_name);
+        self.images.admit(named, &image)?;
         // Bounded inputs before any disk work or spec building.
         crust_spec::limits::check_image_config(&image.config)
             .and_then(|()| crust_spec::limits::check_container_config(&config))

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 pub use records::{
     ContainerRecord, ContainerState, ImageConfig, ImageMountRecord, ImageRecord, LayerRecord,
-    SandboxRecord, SandboxState,
+    SandboxRecord, SandboxState, VerificationRecord,
 };
 
 /// The schema this build reads and writes.

@@ -25,6 +25,24 @@ pub struct ImageRecord {
     pub manifest_digests: Vec<String>,
     /// Unix time in nanoseconds.
     pub created_at: i64,
+    /// Signatures images.policy verified at pull, one per repository
+    /// (the latest), so CreateContainer can re-check under a policy that
+    /// changed since.
+    pub verifications: Vec<VerificationRecord>,
+}
+
+/// A signature check that passed: which digest of which repository, by
+/// which key of which scope, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerificationRecord {
+    /// `registry/repository@sha256:...`, the digest the signature signs.
+    pub repo_digest: String,
+    pub scope: String,
+    /// The public key file that verified it.
+    pub key: String,
+    /// Unix time in nanoseconds.
+    pub at: i64,
 }
 
 /// The parts of an OCI image config a container needs.
