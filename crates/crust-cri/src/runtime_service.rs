@@ -745,6 +745,11 @@ impl Cri {
                 "quarantinedRecords".to_string(),
                 serde_json::Value::from(quarantined).to_string(),
             );
+            // What a streaming pull progress (KEP-5334) would send.
+            info.insert(
+                "pullsInFlight".to_string(),
+                serde_json::to_string(&rt.images.pulls_in_flight()).unwrap_or_default(),
+            );
         }
         // The default handler is reported under "" too, as kubelet looks
         // up pods without a RuntimeClass that way. Recursive read-only

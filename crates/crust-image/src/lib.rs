@@ -7,6 +7,7 @@
 pub mod content;
 pub mod manifest;
 pub mod policy;
+pub mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -154,6 +155,7 @@ impl Images {
         registries: &RegistriesConfig,
         policy: &crust_config::PolicyConfig,
         verifications: Option<policy::Observer>,
+        pulls: Option<progress::PullObserver>,
     ) -> Result<Images, ImageError> {
         let content = Arc::new(ContentStore::new(&root.join("content"))?);
         let puller = Puller::new(
@@ -161,6 +163,7 @@ impl Images {
             snapshots.clone(),
             registries.clone(),
             policy::Policy::load(policy, verifications)?,
+            pulls,
             manifest::host_platform(),
         )?;
         Ok(Images {
@@ -299,6 +302,11 @@ impl Images {
                 }
             }
         }
+    }
+
+    /// Pulls in flight now (verbose Status, `crustd status`).
+    pub fn pulls_in_flight(&self) -> Vec<progress::PullSnapshot> {
+        self.puller.pulls_in_flight()
     }
 
     pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use crate::manifest::{
     ACCEPTED_MANIFEST_TYPES, BlobRef, Compression, Document, LayerRef, MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES, Platform, chain_ids, parse_config, parse_document, select_platform,
 };
+use crate::progress::Progress;
 use crate::reference::ImageRef;
 use crate::registry::{Auth, Credentials, Endpoint, RegistryClient, endpoints, reference_at};
 
@@ -51,6 +51,8 @@ pub struct Puller {
     ca_certs: Vec<Vec<u8>>,
     platform: Platform,
     policy: crate::policy::Policy,
+    pulls: Arc<crate::progress::PullsInFlight>,
+    observer: Option<crate::progress::PullObserver>,
     /// One lock per chain id, so concurrent pulls fetch a layer once.
     layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -67,6 +69,7 @@ impl Puller {
         snapshots: Arc<Snapshotter>,
         config: RegistriesConfig,
         policy: crate::policy::Policy,
+        observer: Option<crate::progress::PullObserver>,
         platform: Platform,
     ) -> Result<Puller, ImageError> {
         let ca_certs = config
@@ -85,6 +88,8 @@ impl Puller {
             ca_certs,
             platform,
             policy,
+            pulls: Arc::new(crate::progress::PullsInFlight::default()),
+            observer,
             layer_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -97,8 +102,42 @@ impl Puller {
         &self.policy
     }
 
+    /// The pulls in flight now.
+    pub fn pulls_in_flight(&self) -> Vec<crate::progress::PullSnapshot> {
+        self.pulls.snapshot()
+    }
+
+    fn observe(&self, event: crate::progress::PullEvent<'_>) {
+        if let Some(o) = &self.observer {
+            o(event);
+        }
+    }
+
     pub async fn pull(&self, image: &ImageRef, creds: &Credentials) -> Result<Pulled, ImageError> {
+        use crate::progress::PullEvent;
+        let in_flight = self.pulls.start(&image.to_string());
+        let started = std::time::Instant::now();
+        self.observe(PullEvent::Started {
+            registry: &image.registry,
+        });
+        let result = self.pull_tracked(image, creds, &in_flight, started).await;
+        self.observe(PullEvent::Finished {
+            registry: &image.registry,
+            seconds: started.elapsed().as_secs_f64(),
+            ok: result.is_ok(),
+        });
+        result
+    }
+
+    async fn pull_tracked(
+        &self,
+        image: &ImageRef,
+        creds: &Credentials,
+        in_flight: &crate::progress::InFlight,
+        started: std::time::Instant,
+    ) -> Result<Pulled, ImageError> {
         let (source, top_bytes, top_digest) = self.resolve(image, creds).await?;
+        in_flight.via(&source.endpoint.host);
         // Before any layer: a refused image leaves nothing behind.
         let verified_by = self.enforce_policy(&source, image, &top_digest).await?;
         let mut manifest_digests = vec![top_digest.clone()];
@@ -150,7 +189,8 @@ impl Puller {
                 chain_id: chain_id.clone(),
             })
             .collect();
-        self.fetch_layers(&source, image, &layers, &records).await?;
+        self.fetch_layers(&source, image, &layers, &records, in_flight, started)
+            .await?;
         documents.push((config_ref.digest.clone(), config_bytes));
         let content = self.content.clone();
         tokio::task::spawn_blocking(move || {
@@ -435,18 +475,22 @@ impl Puller {
         image: &ImageRef,
         layers: &[LayerRef],
         records: &[LayerRecord],
+        in_flight: &crate::progress::InFlight,
+        started: std::time::Instant,
     ) -> Result<(), ImageError> {
-        let progress = Arc::new(Progress::new(layers));
+        let progress = Arc::new(Progress::new(layers.iter().map(|l| l.blob.size).collect()));
+        in_flight.progress(progress.clone());
         let semaphore = Semaphore::new(self.config.max_concurrent_downloads);
         let reporter = {
             let progress = progress.clone();
             let image = image.to_string();
+            let via = source.endpoint.host.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    progress.log(&image);
+                    progress.log(&image, &via, started);
                 }
             })
         };
@@ -468,7 +512,7 @@ impl Puller {
             });
         let results = futures_util::future::join_all(downloads).await;
         reporter.abort();
-        progress.log(image.to_string().as_str());
+        progress.log(&image.to_string(), &source.endpoint.host, started);
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
     }
@@ -542,6 +586,10 @@ impl Puller {
                         )));
                     }
                     progress.add(index, chunk.len() as u64);
+                    self.observe(crate::progress::PullEvent::Bytes {
+                        registry: &image.registry,
+                        bytes: chunk.len() as u64,
+                    });
                     if tx.send(chunk).await.is_err() {
                         break Ok(()); // the unpacker stopped; its error says why
                     }
@@ -719,58 +767,5 @@ impl<R: Read> Read for HashReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
-    }
-}
-
-/// Bytes done per layer, for the progress log.
-struct Progress {
-    totals: Vec<u64>,
-    done: Vec<AtomicU64>,
-    finished: AtomicUsize,
-    skipped: AtomicUsize,
-}
-
-impl Progress {
-    fn new(layers: &[LayerRef]) -> Progress {
-        Progress {
-            totals: layers.iter().map(|l| l.blob.size).collect(),
-            done: layers.iter().map(|_| AtomicU64::new(0)).collect(),
-            finished: AtomicUsize::new(0),
-            skipped: AtomicUsize::new(0),
-        }
-    }
-
-    fn add(&self, i: usize, n: u64) {
-        self.done[i].fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn finish(&self, _i: usize) {
-        self.finished.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn skip(&self, i: usize) {
-        self.done[i].store(self.totals[i], Ordering::Relaxed);
-        self.skipped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn log(&self, image: &str) {
-        let done: u64 = self.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
-        let total: u64 = self.totals.iter().sum();
-        let per_layer: Vec<String> = self
-            .done
-            .iter()
-            .zip(&self.totals)
-            .map(|(d, t)| format!("{}/{t}", d.load(Ordering::Relaxed)))
-            .collect();
-        tracing::info!(
-            image,
-            layers_done = self.finished.load(Ordering::Relaxed),
-            layers_present = self.skipped.load(Ordering::Relaxed),
-            layers = self.totals.len(),
-            bytes_done = done,
-            bytes_total = total,
-            per_layer = %per_layer.join(" "),
-            "pull progress"
-        );
     }
 }

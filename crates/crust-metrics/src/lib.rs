@@ -18,6 +18,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -44,6 +45,11 @@ pub struct NetworkOpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub registry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -63,6 +69,9 @@ pub struct Metrics {
     pub network_errors: Family<NetworkOpLabels, Counter>,
     pub network_duration: HistogramFamily<NetworkOpLabels>,
     pub image_verifications: Family<ResultLabels, Counter>,
+    pub pulls_in_flight: Gauge,
+    pub pull_bytes: Family<RegistryLabels, Counter>,
+    pub pull_duration: HistogramFamily<RegistryLabels>,
 }
 
 impl Metrics {
@@ -106,6 +115,25 @@ impl Metrics {
             "Signature checks images.policy made at pull, by result (verified, refused)",
             image_verifications.clone(),
         );
+        let pulls_in_flight = Gauge::default();
+        registry.register(
+            "image_pulls_in_flight",
+            "Image pulls running now",
+            pulls_in_flight.clone(),
+        );
+        let pull_bytes = Family::<RegistryLabels, Counter>::default();
+        registry.register(
+            "image_pull_bytes",
+            "Layer bytes downloaded by pulls, by registry",
+            pull_bytes.clone(),
+        );
+        let pull_duration: HistogramFamily<RegistryLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.05, 2.0, 14)));
+        registry.register(
+            "image_pull_duration_seconds",
+            "Time a pull took, done or failed, by registry",
+            pull_duration.clone(),
+        );
         registry.register(
             "build",
             "crust build information",
@@ -121,6 +149,9 @@ impl Metrics {
             network_errors,
             network_duration,
             image_verifications,
+            pulls_in_flight,
+            pull_bytes,
+            pull_duration,
         })
     }
 
@@ -130,6 +161,27 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    pub fn record_pull_started(&self) {
+        self.pulls_in_flight.inc();
+    }
+
+    pub fn record_pull_bytes(&self, registry: &str, bytes: u64) {
+        self.pull_bytes
+            .get_or_create(&RegistryLabels {
+                registry: registry.to_string(),
+            })
+            .inc_by(bytes);
+    }
+
+    pub fn record_pull_finished(&self, registry: &str, seconds: f64) {
+        self.pulls_in_flight.dec();
+        self.pull_duration
+            .get_or_create(&RegistryLabels {
+                registry: registry.to_string(),
+            })
+            .observe(seconds);
     }
 
     pub fn record_image_verification(&self, result: &str) {

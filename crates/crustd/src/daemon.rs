@@ -115,6 +115,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(Arc::new(move |result: &'static str| {
             verification_metrics.record_image_verification(result)
         })),
+        Some({
+            let metrics = metrics.clone();
+            Arc::new(move |event: crust_image::progress::PullEvent<'_>| {
+                use crust_image::progress::PullEvent;
+                match event {
+                    PullEvent::Started { .. } => metrics.record_pull_started(),
+                    PullEvent::Bytes { registry, bytes } => {
+                        metrics.record_pull_bytes(registry, bytes)
+                    }
+                    PullEvent::Finished {
+                        registry, seconds, ..
+                    } => metrics.record_pull_finished(registry, seconds),
+                }
+            })
+        }),
     )?);
     // Whatever a crash left half-pulled is unreferenced: reclaim it.
     images.collect_garbage().await?;

@@ -223,6 +223,7 @@ fn render(r: &Report) -> String {
         ),
         ("images", r.images.to_string()),
     ];
+    lines.extend(pull_lines(&r.status));
     for handler in &r.status.runtime_handlers {
         let name = if handler.name.is_empty() {
             "(default)"
@@ -242,6 +243,40 @@ fn render(r: &Report) -> String {
     lines
         .into_iter()
         .map(|(k, v)| format!("{:<15}{v}\n", format!("{k}:")))
+        .collect()
+}
+
+/// One line per pull in flight (verbose Status' `pullsInFlight`), or
+/// `pulls: none`.
+fn pull_lines(status: &cri::StatusResponse) -> Vec<(&'static str, String)> {
+    let pulls: Vec<serde_json::Value> = status
+        .info
+        .get("pullsInFlight")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    if pulls.is_empty() {
+        return vec![("pulls", "none in flight".to_string())];
+    }
+    pulls
+        .iter()
+        .map(|p| {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            let via = p["via"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("resolving");
+            (
+                "pull",
+                format!(
+                    "{} via {via}: {} of {} bytes, {} layers, {:.0} s",
+                    p["image"].as_str().unwrap_or("?"),
+                    n("bytesDone"),
+                    n("bytesTotal"),
+                    n("layers"),
+                    p["seconds"].as_f64().unwrap_or(0.0)
+                ),
+            )
+        })
         .collect()
 }
 
@@ -332,9 +367,22 @@ mod tests {
             "pods:          1 ready / 2 total\n",
             "containers:    1 running / 3 total\n",
             "images:        4\n",
+            "pulls:         none in flight\n",
         ] {
             assert!(text.contains(want), "{want:?} in:\n{text}");
         }
+        let mut busy = r.status.clone();
+        busy.info.insert(
+            "pullsInFlight".into(),
+            r#"[{"image":"r.io/a:1","via":"mirror.local","seconds":3.2,"layers":2,"bytesDone":80,"bytesTotal":150}]"#.into(),
+        );
+        assert_eq!(
+            pull_lines(&busy),
+            [(
+                "pull",
+                "r.io/a:1 via mirror.local: 80 of 150 bytes, 2 layers, 3 s".to_string()
+            )]
+        );
         assert!(
             text.contains(&format!(
                 "version:       crust {} (CRI v1)\n",
