@@ -18,6 +18,7 @@ fn cri_on(dir: &std::path::Path, config: Config) -> Cri {
             &config.registries,
             &config.images.policy,
             None,
+            None,
         )
         .unwrap(),
     );
