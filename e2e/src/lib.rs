@@ -18,6 +18,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use crust_cri_api::v1 as cri;
 
 pub mod containerd;
+pub mod cosign;
 pub mod streaming;
 pub mod systemd;
 
