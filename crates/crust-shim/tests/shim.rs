@@ -525,9 +525,11 @@ fn survives_client_and_shuts_down() {
         })
     };
     let waiting = settle("... and a Wait pending on a second connection");
+    // The same budget as above (the release build's 3 MiB; the literal
+    // 3 MiB here failed debug builds whose binary pages alone come near it).
     assert!(
-        waiting < 3 * 1024,
-        "idle shim RSS {waiting} KiB is over 3 MiB"
+        waiting < budget,
+        "idle shim RSS {waiting} KiB with a Wait pending is over {budget} KiB"
     );
 
     h.shutdown();
