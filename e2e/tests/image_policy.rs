@@ -101,6 +101,9 @@ async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
     pull(&mut c, &crust_e2e::image_ref("crust-test/busybox:latest"))
         .await
         .unwrap();
+    // Another image, pulled while its repository needs no signature.
+    let multilayer_ref = crust_e2e::image_ref("crust-test/multilayer:latest");
+    let multilayer_id = pull(&mut c, &multilayer_ref).await.unwrap();
     // Through a mirror: the same verdicts, over the same digests.
     pull(&mut c, &format!("policy.example/{}:v1", repo("signed")))
         .await
@@ -178,6 +181,17 @@ async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     assert!(e.message().contains("pull it again"), "{e}");
+    // Naming an accepted repository the image never came from vouches
+    // for nothing: its own names decide.
+    let e = c
+        .create_container(
+            &pod,
+            &pod_cfg,
+            as_kubelet("lying", &multilayer_id, &format!("{reg}/elsewhere/app:v1")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     // The signed digest, pulled by name under the team scope: admitted.
     let signed_digest_ref = format!("{reg}/{}@{signed}", repo("signed"));
     let signed_id = pull(&mut c, &signed_digest_ref).await.unwrap();

@@ -245,14 +245,26 @@ impl Images {
                 .id
                 .strip_prefix("sha256:")
                 .is_some_and(|hex| hex.starts_with(name));
+        let own: Vec<String> = record
+            .repo_tags
+            .iter()
+            .chain(&record.repo_digests)
+            .cloned()
+            .collect();
+        // The given name counts only if the image was pulled under its
+        // repository: a client cannot vouch for an image by naming an
+        // accepted repository it never came from.
         let names: Vec<String> = match parse_reference(name) {
-            Ok(r) if !is_id => vec![r.to_string()],
-            _ => record
-                .repo_tags
-                .iter()
-                .chain(&record.repo_digests)
-                .cloned()
-                .collect(),
+            Ok(r)
+                if !is_id
+                    && own.iter().any(|n| {
+                        parse_reference(n)
+                            .is_ok_and(|o| o.registry == r.registry && o.repository == r.repository)
+                    }) =>
+            {
+                vec![r.to_string()]
+            }
+            _ => own,
         };
         let mut refusal = None;
         for n in &names {

@@ -114,18 +114,12 @@ impl Puller {
     }
 
     pub async fn pull(&self, image: &ImageRef, creds: &Credentials) -> Result<Pulled, ImageError> {
-        use crate::progress::PullEvent;
         let in_flight = self.pulls.start(&image.to_string());
         let started = std::time::Instant::now();
-        self.observe(PullEvent::Started {
-            registry: &image.registry,
-        });
+        // Finished is told when this goes, also if the pull is cancelled.
+        let mut observed = ObservedPull::start(self.observer.clone(), &image.registry, started);
         let result = self.pull_tracked(image, creds, &in_flight, started).await;
-        self.observe(PullEvent::Finished {
-            registry: &image.registry,
-            seconds: started.elapsed().as_secs_f64(),
-            ok: result.is_ok(),
-        });
+        observed.ok = result.is_ok();
         result
     }
 
@@ -273,7 +267,17 @@ impl Puller {
             .map_err(|e| refuse(scope, "signed_by", format!("bad signature: {e}")))?;
         let mut last = Mismatch::NotByKey;
         for layer in &layers {
-            let mut response = source.client.blob(&layer.payload_digest, &name).await?;
+            let mut response = match source.client.blob(&layer.payload_digest, &name).await {
+                Ok(r) => r,
+                Err(ImageError::NotFound { .. }) => {
+                    last = Mismatch::Malformed(format!(
+                        "its payload {} is not in the registry",
+                        layer.payload_digest
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let payload = crate::registry::read_capped(
                 &mut response,
                 crate::policy::MAX_PAYLOAD_BYTES,
@@ -767,5 +771,44 @@ impl<R: Read> Read for HashReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// Tells the pull observer of a pull's start now and of its end when
+/// dropped: done, failed or cancelled (the in-flight count never leaks).
+struct ObservedPull {
+    observer: Option<crate::progress::PullObserver>,
+    registry: String,
+    started: std::time::Instant,
+    ok: bool,
+}
+
+impl ObservedPull {
+    fn start(
+        observer: Option<crate::progress::PullObserver>,
+        registry: &str,
+        started: std::time::Instant,
+    ) -> ObservedPull {
+        if let Some(o) = &observer {
+            o(crate::progress::PullEvent::Started { registry });
+        }
+        ObservedPull {
+            observer,
+            registry: registry.to_string(),
+            started,
+            ok: false,
+        }
+    }
+}
+
+impl Drop for ObservedPull {
+    fn drop(&mut self) {
+        if let Some(o) = &self.observer {
+            o(crate::progress::PullEvent::Finished {
+                registry: &self.registry,
+                seconds: self.started.elapsed().as_secs_f64(),
+                ok: self.ok,
+            });
+        }
     }
 }
