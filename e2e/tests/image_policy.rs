@@ -202,6 +202,24 @@ async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
     )
     .await
     .unwrap();
+    // An image volume (Mount.image) is held to the policy as well: the
+    // multilayer image is no longer admitted, so neither is its mount.
+    let mut with_volume = as_kubelet("with-volume", &signed_id, &signed_digest_ref);
+    with_volume.mounts.push(crust_e2e::cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(crust_e2e::cri::ImageSpec {
+            image: multilayer_id.clone(),
+            user_specified_image: multilayer_ref.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = c
+        .create_container(&pod, &pod_cfg, with_volume)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     // With another key for the team scope, that recorded verification no
     // longer counts.
     let team_scope = format!(
@@ -225,6 +243,22 @@ async fn a_signed_by_scope_accepts_only_images_its_keys_signed() {
             &pod,
             &pod_cfg,
             as_kubelet("signed2", &signed_id, &signed_digest_ref),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    // The scope's own key file replaced in place (same path, another
+    // key): the recorded verification was by the old key, so no longer.
+    std::fs::write(&crustd.config_path, &stricter).unwrap();
+    std::fs::copy(&stranger.public, &team.public).unwrap();
+    crustd.stop_with(nix::sys::signal::Signal::SIGTERM);
+    crustd.spawn(&[]).await;
+    let mut c = crustd.client().await;
+    let e = c
+        .create_container(
+            &pod,
+            &pod_cfg,
+            as_kubelet("signed3", &signed_id, &signed_digest_ref),
         )
         .await
         .unwrap_err();

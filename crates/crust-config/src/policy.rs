@@ -116,11 +116,46 @@ fn validate_scope(scope: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A registry host as the policy compares it: lowercase, a port as its
+/// number and none for 443, Docker Hub's API hosts as `docker.io`; so no
+/// other spelling of a host reaches it past its scope.
+pub fn canonical_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (name.ends_with(']') || !name.contains(':')) =>
+        {
+            (name.to_string(), port.parse::<u32>().ok())
+        }
+        _ => (host.clone(), None),
+    };
+    let name = match name.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".to_string()
+        }
+        _ => name,
+    };
+    match port {
+        None | Some(443) => name,
+        Some(p) => format!("{name}:{p}"),
+    }
+}
+
 /// Whether `scope` covers the image `host/repository`, and how specific it
 /// is: longer exact scopes first, any exact scope before a wildcard.
 pub fn scope_matches(scope: &str, host: &str, repository: &str) -> Option<(bool, usize)> {
+    let host = canonical_host(host);
+    let (scope_host, scope_path) = scope.split_once('/').unwrap_or((scope, ""));
+    let scope = if scope_path.is_empty() {
+        canonical_host(scope_host)
+    } else {
+        format!("{}/{scope_path}", canonical_host(scope_host))
+    };
+    let scope = scope.as_str();
     if let Some(suffix) = scope.strip_prefix("*.") {
-        let host_only = host.split(':').next().unwrap_or(host);
+        let host_only = host.split(':').next().unwrap_or(&host);
         return host_only
             .strip_suffix(suffix)
             .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1)
@@ -166,6 +201,26 @@ mod tests {
             scope_matches("a.example.com", "a.example.com", "x")
                 > scope_matches("*.example.com", "a.example.com", "x")
         );
+    }
+
+    #[test]
+    fn other_spellings_of_a_host_are_the_same_host() {
+        for host in ["R.IO", "r.io:443", "r.io:0443"] {
+            assert!(
+                scope_matches("r.io/team", host, "team/app").is_some(),
+                "{host}"
+            );
+        }
+        assert!(scope_matches("r.io", "r.io:5000", "a").is_none());
+        assert!(scope_matches("127.0.0.1:5099", "127.0.0.1:05099", "a").is_some());
+        for host in ["registry-1.docker.io", "index.docker.io", "Docker.IO"] {
+            assert!(
+                scope_matches("docker.io", host, "library/busybox").is_some(),
+                "{host}"
+            );
+        }
+        assert!(scope_matches("*.example.com", "REG.Example.com:443", "a").is_some());
+        assert_eq!(canonical_host("[::1]:5000"), "[::1]:5000");
     }
 
     #[test]

@@ -198,7 +198,7 @@ impl Images {
             }
             let repo_digest = image.with_digest(&pulled.manifest_digest);
             add_unique(&mut record.repo_digests, &repo_digest);
-            if let Some((scope, key)) = &pulled.verified_by {
+            if let Some((scope, key, fingerprint)) = &pulled.verified_by {
                 // The latest per repository: the one a re-check looks at.
                 let repository = repository_of(&repo_digest);
                 record
@@ -208,6 +208,7 @@ impl Images {
                     repo_digest: repo_digest.clone(),
                     scope: scope.clone(),
                     key: key.display().to_string(),
+                    key_sha256: fingerprint.clone(),
                     at: now_nanos(),
                 });
             }
@@ -276,7 +277,18 @@ impl Images {
                 Err(e) => refusal = Some(e),
             }
         }
-        refusal.map_or(Ok(()), Err)
+        match refusal {
+            Some(e) => Err(e),
+            // No name to judge it by: what the policy says of unknowns.
+            None if self.puller.policy().rejects_by_default() => Err(ImageError::Policy {
+                image: name.to_string(),
+                digest: record.id.clone(),
+                scope: "default".into(),
+                rule: "reject",
+                reason: "the image has no name a scope could cover".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn admit_one(
@@ -301,7 +313,9 @@ impl Images {
                 let repository = format!("{}/{}", image.registry, image.repository);
                 let verified = record.verifications.iter().any(|v| {
                     repository_of(&v.repo_digest) == repository
-                        && keys.iter().any(|k| k.path.display().to_string() == v.key)
+                        && keys.iter().any(|k| {
+                            k.path.display().to_string() == v.key && k.fingerprint == v.key_sha256
+                        })
                 });
                 if verified {
                     Ok(())

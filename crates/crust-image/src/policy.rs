@@ -34,6 +34,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// A key of a `signed_by` scope, as configured.
 pub struct Key {
     pub path: PathBuf,
+    /// sha256 of the key file as read: a key replaced at the same path is
+    /// another key.
+    pub fingerprint: String,
     key: CosignVerificationKey,
 }
 
@@ -99,6 +102,11 @@ impl Policy {
         })
     }
 
+    /// Whether images no scope covers are rejected.
+    pub fn rejects_by_default(&self) -> bool {
+        self.default_reject
+    }
+
     /// Counts a verdict (metrics).
     pub fn observe(&self, result: &'static str) {
         if let Some(o) = &self.observer {
@@ -147,6 +155,10 @@ fn load_key(path: &PathBuf, scope: &str) -> Result<Key, ImageError> {
     })?;
     Ok(Key {
         path: path.clone(),
+        fingerprint: {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&pem))
+        },
         key,
     })
 }

@@ -41,7 +41,8 @@ pub struct Pulled {
     /// Compressed bytes of config and layers.
     pub size: u64,
     /// The policy scope and key that verified its signature, if one had to.
-    pub verified_by: Option<(String, std::path::PathBuf)>,
+    /// (scope, key file, key fingerprint).
+    pub verified_by: Option<(String, std::path::PathBuf, String)>,
 }
 
 pub struct Puller {
@@ -214,7 +215,7 @@ impl Puller {
         source: &Source,
         image: &ImageRef,
         digest: &str,
-    ) -> Result<Option<(String, std::path::PathBuf)>, ImageError> {
+    ) -> Result<Option<(String, std::path::PathBuf, String)>, ImageError> {
         use crate::policy::{Decision, Mismatch};
         let refuse = |scope: &str, rule: &'static str, reason: String| {
             tracing::warn!(image = %image, digest, scope, rule, reason, "image refused by policy");
@@ -267,6 +268,14 @@ impl Puller {
             .map_err(|e| refuse(scope, "signed_by", format!("bad signature: {e}")))?;
         let mut last = Mismatch::NotByKey;
         for layer in &layers {
+            // The registry names the payload: a digest, or nothing fetched.
+            if !crate::reference::is_sha256_digest(&layer.payload_digest) {
+                last = Mismatch::Malformed(format!(
+                    "its payload digest {:?} is not a sha256 digest",
+                    layer.payload_digest.chars().take(80).collect::<String>()
+                ));
+                continue;
+            }
             let mut response = match source.client.blob(&layer.payload_digest, &name).await {
                 Ok(r) => r,
                 Err(ImageError::NotFound { .. }) => {
@@ -291,12 +300,19 @@ impl Puller {
                     "bad signature: unreadable payload".into(),
                 )
             })?;
-            verify_digest(&payload, &layer.payload_digest)?;
+            if verify_digest(&payload, &layer.payload_digest).is_err() {
+                last = Mismatch::Malformed("its payload does not match its digest".into());
+                continue;
+            }
             match crate::policy::verify(&payload, &layer.signature, digest, keys) {
                 Ok(key) => {
                     tracing::info!(image = %image, digest, scope, key = %key.path.display(), "signature verified");
                     self.policy.observe("verified");
-                    return Ok(Some((scope.to_string(), key.path.clone())));
+                    return Ok(Some((
+                        scope.to_string(),
+                        key.path.clone(),
+                        key.fingerprint.clone(),
+                    )));
                 }
                 Err(m) => last = m,
             }

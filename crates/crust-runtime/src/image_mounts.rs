@@ -107,6 +107,11 @@ impl Pods {
                     spec.image
                 ))
             })?;
+            // images.policy as it is now, as for the container's own image.
+            let named = Some(spec.user_specified_image.as_str())
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&spec.image);
+            self.images.admit(named, &image)?;
             let chain: Vec<String> = image.layers.iter().map(|l| l.chain_id.clone()).collect();
             let dir = base.join(n.to_string());
             let source = mount_one(self, &dir, &chain, &m.image_sub_path, userns.as_ref())

@@ -39,8 +39,10 @@ pub struct VerificationRecord {
     /// `registry/repository@sha256:...`, the digest the signature signs.
     pub repo_digest: String,
     pub scope: String,
-    /// The public key file that verified it.
+    /// The public key file that verified it, and the sha256 of its
+    /// contents then (a key replaced at the same path is another key).
     pub key: String,
+    pub key_sha256: String,
     /// Unix time in nanoseconds.
     pub at: i64,
 }
