@@ -72,7 +72,11 @@ pub struct Metrics {
     pub pulls_in_flight: Gauge,
     pub pull_bytes: Family<RegistryLabels, Counter>,
     pub pull_duration: HistogramFamily<RegistryLabels>,
+    registries_seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Most distinct `registry` label values the pull metrics keep.
+pub const MAX_REGISTRY_LABELS: usize = 64;
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
@@ -152,6 +156,7 @@ impl Metrics {
             pulls_in_flight,
             pull_bytes,
             pull_duration,
+            registries_seen: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -163,6 +168,24 @@ impl Metrics {
         out
     }
 
+    /// The `registry` label for a registry name from an image reference:
+    /// itself for the first [`MAX_REGISTRY_LABELS`] seen, `other` after,
+    /// so image names cannot grow the series without bound.
+    fn registry_label(&self, registry: &str) -> String {
+        let mut seen = self
+            .registries_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.contains(registry) {
+            return registry.to_string();
+        }
+        if seen.len() < MAX_REGISTRY_LABELS {
+            seen.insert(registry.to_string());
+            return registry.to_string();
+        }
+        "other".to_string()
+    }
+
     pub fn record_pull_started(&self) {
         self.pulls_in_flight.inc();
     }
@@ -170,7 +193,7 @@ impl Metrics {
     pub fn record_pull_bytes(&self, registry: &str, bytes: u64) {
         self.pull_bytes
             .get_or_create(&RegistryLabels {
-                registry: registry.to_string(),
+                registry: self.registry_label(registry),
             })
             .inc_by(bytes);
     }
@@ -179,7 +202,7 @@ impl Metrics {
         self.pulls_in_flight.dec();
         self.pull_duration
             .get_or_create(&RegistryLabels {
-                registry: registry.to_string(),
+                registry: self.registry_label(registry),
             })
             .observe(seconds);
     }
@@ -225,6 +248,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_metrics_keep_a_bounded_set_of_registry_labels() {
+        let m = Metrics::new();
+        for i in 0..(MAX_REGISTRY_LABELS + 10) {
+            m.record_pull_started();
+            m.record_pull_bytes(&format!("r{i}.example"), 10);
+            m.record_pull_finished(&format!("r{i}.example"), 0.1);
+        }
+        m.record_pull_bytes("r0.example", 5);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"crust_image_pull_bytes_total{registry="r0.example"} 15"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"crust_image_pull_bytes_total{registry="other"} 100"#),
+            "{text}"
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("crust_image_pull_bytes_total{"))
+            .count();
+        assert_eq!(series, MAX_REGISTRY_LABELS + 1);
+        assert!(text.contains("crust_image_pulls_in_flight 0"), "{text}");
+    }
 
     #[test]
     fn records_counts_by_code_and_latency() {
