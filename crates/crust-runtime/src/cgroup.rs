@@ -121,6 +121,29 @@ pub struct Usage {
     pub major_page_faults: u64,
 }
 
+impl Usage {
+    /// From a cgroup's raw counters, with kubelet's working set (usage
+    /// less inactive page cache): the one derivation for the cgroup files
+    /// and a shim's cgroup metrics alike.
+    pub fn from_counters(
+        cpu_usage_nanos: u64,
+        memory_usage: u64,
+        inactive_file: u64,
+        memory_rss: u64,
+        page_faults: u64,
+        major_page_faults: u64,
+    ) -> Usage {
+        Usage {
+            cpu_usage_nanos,
+            memory_usage,
+            memory_working_set: memory_usage.saturating_sub(inactive_file),
+            memory_rss,
+            page_faults,
+            major_page_faults,
+        }
+    }
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -141,28 +164,28 @@ pub fn usage(path: &str) -> Usage {
             let cpu = std::fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
             let mem = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
             let usage = read_u64(&dir.join("memory.current")).unwrap_or(0);
-            Usage {
-                cpu_usage_nanos: stat_field(&cpu, "usage_usec") * 1000,
-                memory_usage: usage,
-                memory_working_set: usage.saturating_sub(stat_field(&mem, "inactive_file")),
-                memory_rss: stat_field(&mem, "anon"),
-                page_faults: stat_field(&mem, "pgfault"),
-                major_page_faults: stat_field(&mem, "pgmajfault"),
-            }
+            Usage::from_counters(
+                stat_field(&cpu, "usage_usec") * 1000,
+                usage,
+                stat_field(&mem, "inactive_file"),
+                stat_field(&mem, "anon"),
+                stat_field(&mem, "pgfault"),
+                stat_field(&mem, "pgmajfault"),
+            )
         }
         Version::V1 => {
             let cpuacct = Path::new(ROOT).join("cpuacct").join(&rel);
             let memory = Path::new(ROOT).join("memory").join(&rel);
             let mem = std::fs::read_to_string(memory.join("memory.stat")).unwrap_or_default();
             let usage = read_u64(&memory.join("memory.usage_in_bytes")).unwrap_or(0);
-            Usage {
-                cpu_usage_nanos: read_u64(&cpuacct.join("cpuacct.usage")).unwrap_or(0),
-                memory_usage: usage,
-                memory_working_set: usage.saturating_sub(stat_field(&mem, "total_inactive_file")),
-                memory_rss: stat_field(&mem, "total_rss"),
-                page_faults: stat_field(&mem, "total_pgfault"),
-                major_page_faults: stat_field(&mem, "total_pgmajfault"),
-            }
+            Usage::from_counters(
+                read_u64(&cpuacct.join("cpuacct.usage")).unwrap_or(0),
+                usage,
+                stat_field(&mem, "total_inactive_file"),
+                stat_field(&mem, "total_rss"),
+                stat_field(&mem, "total_pgfault"),
+                stat_field(&mem, "total_pgmajfault"),
+            )
         }
     }
 }

@@ -504,7 +504,8 @@ impl Pods {
         let log = (!record.log_path.is_empty()).then(|| shim_log_path(&sandbox, &record));
         let stdin = crate::stream::stdin_fifo(&record)?;
         let (stdio, options, log_writer) = if sandbox.foreign_shim {
-            let handler = self.handler_of(&sandbox)?;
+            // Before the log writer starts: a bad option leaves nothing.
+            let options = self.shim_options(self.handler_of(&sandbox)?)?;
             // Another shim: FIFOs, read by crust-shim as the log writer.
             let binary = crate::shim::resolve_binary("crust-shim")?;
             let binary = crate::shim::exposed::path_of(&binary);
@@ -524,16 +525,6 @@ impl Pods {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 terminal: record.tty,
-            };
-            let options = match crate::foreign::options_any(
-                handler,
-                self.cgroup_driver == crust_config::CgroupDriver::Systemd,
-            ) {
-                Ok(o) => o,
-                Err(e) => {
-                    fifos.abandon().await;
-                    return Err(e);
-                }
             };
             (stdio, options, Some(fifos))
         } else {

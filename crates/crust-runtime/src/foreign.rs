@@ -177,43 +177,36 @@ impl OutputFifos {
 
     /// The container was never created: the log writer is stopped.
     pub async fn abandon(mut self) {
-        if let Some(mut logger) = self.logger.take() {
-            terminate(&logger);
-            if tokio::time::timeout(Duration::from_secs(5), logger.wait())
-                .await
-                .is_err()
-            {
-                let _ = logger.kill().await;
-            }
+        if let Some(logger) = self.logger.take() {
+            stop(logger).await;
         }
     }
 }
 
 impl Drop for OutputFifos {
     fn drop(&mut self) {
-        if let Some(mut logger) = self.logger.take() {
-            terminate(&logger);
-            // Reaped in the background; SIGKILL if SIGTERM was not enough.
-            tokio::spawn(async move {
-                if tokio::time::timeout(Duration::from_secs(5), logger.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = logger.kill().await;
-                }
-            });
+        if let Some(logger) = self.logger.take() {
+            // In the background: Drop cannot wait.
+            tokio::spawn(stop(logger));
         }
     }
 }
 
-/// SIGTERM to a log writer crustd still holds as its child (so its pid
-/// cannot have been reused): it writes what is readable and exits.
-fn terminate(logger: &tokio::process::Child) {
+/// Stops a log writer crustd still holds as its child (so its pid cannot
+/// have been reused): SIGTERM (it writes what is readable and exits), then
+/// SIGKILL if it is not gone within 5 s.
+async fn stop(mut logger: tokio::process::Child) {
     if let Some(pid) = logger.id() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
+    }
+    if tokio::time::timeout(Duration::from_secs(5), logger.wait())
+        .await
+        .is_err()
+    {
+        let _ = logger.kill().await;
     }
 }
 
@@ -402,28 +395,27 @@ pub fn usage_from_metrics(stats: &Any) -> Result<crate::cgroup::Usage, String> {
             let m = cgroups::metrics::Metrics::parse_from_bytes(&stats.value)
                 .map_err(|e| format!("undecodable v1 metrics: {e}"))?;
             let mem = m.memory.get_or_default();
-            let usage = mem.usage.get_or_default().usage;
-            Ok(crate::cgroup::Usage {
-                cpu_usage_nanos: m.cpu.get_or_default().usage.get_or_default().total,
-                memory_usage: usage,
-                memory_working_set: usage.saturating_sub(mem.total_inactive_file),
-                memory_rss: mem.total_rss,
-                page_faults: mem.total_pg_fault,
-                major_page_faults: mem.total_pg_maj_fault,
-            })
+            Ok(crate::cgroup::Usage::from_counters(
+                m.cpu.get_or_default().usage.get_or_default().total,
+                mem.usage.get_or_default().usage,
+                mem.total_inactive_file,
+                mem.total_rss,
+                mem.total_pg_fault,
+                mem.total_pg_maj_fault,
+            ))
         }
         "io.containerd.cgroups.v2.Metrics" => {
             let m = cgroups_v2::metrics::Metrics::parse_from_bytes(&stats.value)
                 .map_err(|e| format!("undecodable v2 metrics: {e}"))?;
             let mem = m.memory.get_or_default();
-            Ok(crate::cgroup::Usage {
-                cpu_usage_nanos: m.cpu.get_or_default().usage_usec.saturating_mul(1000),
-                memory_usage: mem.usage,
-                memory_working_set: mem.usage.saturating_sub(mem.inactive_file),
-                memory_rss: mem.anon,
-                page_faults: mem.pgfault,
-                major_page_faults: mem.pgmajfault,
-            })
+            Ok(crate::cgroup::Usage::from_counters(
+                m.cpu.get_or_default().usage_usec.saturating_mul(1000),
+                mem.usage,
+                mem.inactive_file,
+                mem.anon,
+                mem.pgfault,
+                mem.pgmajfault,
+            ))
         }
         other => Err(format!("stats of an unknown type {other:?}")),
     }

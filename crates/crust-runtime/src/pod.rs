@@ -100,6 +100,19 @@ impl Pods {
             .ok_or_else(|| RuntimeError::NotFound(format!("pod sandbox {id:?} not found")))
     }
 
+    /// The runtime options a foreign handler's shim gets (runc's, with
+    /// SystemdCgroup following crust's own cgroup driver).
+    pub(crate) fn shim_options(
+        &self,
+        handler: &crust_config::HandlerConfig,
+    ) -> Result<Option<containerd_shim_protos::protobuf::well_known_types::any::Any>, RuntimeError>
+    {
+        crate::foreign::options_any(
+            handler,
+            self.cgroup_driver == crust_config::CgroupDriver::Systemd,
+        )
+    }
+
     /// The configured handler a pod runs under.
     pub(crate) fn handler_of(
         &self,
@@ -363,10 +376,7 @@ impl Pods {
             crate::foreign::prepare_pod_dir(dir, &record.id)?;
             // The shim blocks on its log until someone reads it.
             crate::foreign::forward_shim_log(dir, &record.id)?;
-            crate::foreign::options_any(
-                handler,
-                self.cgroup_driver == crust_config::CgroupDriver::Systemd,
-            )?
+            self.shim_options(handler)?
         } else {
             None
         };
